@@ -1,0 +1,61 @@
+"""Redaction of secrets from anything that is logged or stored.
+
+Applied to URLs, headers and free text before they reach a log line, an error record,
+a chatter message or a job argument.
+"""
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+
+# Header and parameter names that carry credentials or signatures.
+_SENSITIVE_NAME = re.compile(
+    r"(^authorization$|^proxy-authorization$|^cookie$|^set-cookie$|"
+    r"key|token|secret|passw|signature|hmac|credential|session|^auth$|^code$|^sig$)",
+    re.IGNORECASE,
+)
+_CRLF = re.compile(r"[\r\n]+")
+
+
+def is_sensitive_name(name, extra_names=()):
+    lowered = (name or "").lower()
+    return bool(_SENSITIVE_NAME.search(lowered)) or lowered in {n.lower() for n in extra_names if n}
+
+
+def redact_headers(headers, extra_names=()):
+    """Copy of ``headers`` with sensitive values masked."""
+    return {
+        name: (MASK if is_sensitive_name(name, extra_names) else value)
+        for name, value in (headers or {}).items()
+    }
+
+
+def redact_url(url, extra_names=()):
+    """``url`` with user info and sensitive query parameters masked."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, MASK if is_sensitive_name(k, extra_names) else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text, secrets=(), limit=None):
+    """Mask every occurrence of the given secret values in ``text``, strip CR/LF, truncate."""
+    if text is None:
+        return ""
+    text = str(text)
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    text = _CRLF.sub(" ", text)
+    if limit and len(text) > limit:
+        text = text[:limit] + f"... [{len(text) - limit} more characters]"
+    return text

@@ -1,0 +1,67 @@
+"""Run Odoo's own test machinery and print an honest summary line.
+
+Starts the Odoo server command with the given arguments (module install with
+--test-enable --stop-after-init), then reads the registry's test report, the
+same object Odoo uses to decide its own exit code, and prints as the last line:
+
+    N passed, M failed
+
+Errors count as failed, and so do skipped tests (a skipped browser tour means
+Chromium or websocket-client is missing, which must not pass silently).  A
+module that fails to install counts as one failure.
+"""
+
+import sys
+
+from odoo.cli.server import main as odoo_main
+from odoo.modules.registry import Registry
+from odoo.service import server
+
+_reports = {}
+_original_preload = server.preload_registries
+
+
+def _preload_and_capture(dbnames):
+    rc = _original_preload(dbnames)
+    for dbname in dbnames or []:
+        registry = Registry.registries.get(dbname)
+        _reports[dbname] = (rc, registry._assertion_report if registry else None)
+    return rc
+
+
+def main(argv):
+    server.preload_registries = _preload_and_capture
+    try:
+        odoo_main(argv)
+    except SystemExit as exc:
+        exit_code = exc.code
+    else:
+        exit_code = 0
+    run = failed = skipped = 0
+    broken = []
+    for dbname, (rc, report) in _reports.items():
+        if rc < 0 or report is None:
+            broken.append(dbname)
+            continue
+        run += report.testsRun
+        failed += report.failures_count + report.errors_count
+        skipped += report.skipped
+    passed = max(run - failed - skipped, 0)
+    failed += skipped + len(broken)
+    if broken:
+        print(f"Odoo could not load database(s) {', '.join(broken)}: see the log above", file=sys.stderr)
+    if skipped:
+        print(f"{skipped} test(s) were skipped: counted as failed", file=sys.stderr)
+    if not _reports:
+        print(f"Odoo exited ({exit_code!r}) before running any test", file=sys.stderr)
+        failed += 1
+    if run == 0 and not broken and _reports:
+        print("Odoo ran no test", file=sys.stderr)
+        failed += 1
+    sys.stdout.flush()
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 1 if failed or exit_code else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
