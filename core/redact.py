@@ -4,6 +4,7 @@ Applied to URLs, headers and free text before they reach a log line, an error re
 a chatter message or a job argument.
 """
 
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -16,11 +17,23 @@ _SENSITIVE_NAME = re.compile(
     re.IGNORECASE,
 )
 _CRLF = re.compile(r"[\r\n]+")
+# Query parameter names seen carrying a secret in this process (connector settings).
+_registered_names = set()
+
+
+def register_sensitive_name(name):
+    """Treat query parameter ``name`` as secret in every later redaction of this process."""
+    if name:
+        _registered_names.add(name.lower())
 
 
 def is_sensitive_name(name, extra_names=()):
     lowered = (name or "").lower()
-    return bool(_SENSITIVE_NAME.search(lowered)) or lowered in {n.lower() for n in extra_names if n}
+    return (
+        bool(_SENSITIVE_NAME.search(lowered))
+        or lowered in _registered_names
+        or lowered in {n.lower() for n in extra_names if n}
+    )
 
 
 def redact_headers(headers, extra_names=()):
@@ -59,3 +72,24 @@ def redact_text(text, secrets=(), limit=None):
     if limit and len(text) > limit:
         text = text[:limit] + f"... [{len(text) - limit} more characters]"
     return text
+
+
+_QUERY_PAIR = re.compile(r"([?&])([^=&\s\"']+)=([^&\s\"']*)")
+
+
+def redact_query_strings(text):
+    """Mask sensitive ``name=value`` pairs of every query string inside ``text``."""
+    return _QUERY_PAIR.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}={MASK if is_sensitive_name(m.group(2)) else m.group(3)}", text
+    )
+
+
+class QueryStringRedactingFilter(logging.Filter):
+    """Logging filter for libraries that log request URLs (urllib3 at DEBUG level)."""
+
+    def filter(self, record):
+        message = record.getMessage()
+        redacted = redact_query_strings(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True

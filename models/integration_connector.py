@@ -1,3 +1,4 @@
+import base64
 import json
 import logging
 import re
@@ -18,10 +19,12 @@ from ..core.exceptions import (
     IntegrationError,
     IntegrationHTTPError,
 )
-from ..core.redact import redact_text, redact_url
+from ..core.redact import QueryStringRedactingFilter, redact_text, redact_url, register_sensitive_name
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
 
 _logger = logging.getLogger(__name__)
+# urllib3 logs request lines, query string included, at DEBUG level: mask secrets there.
+logging.getLogger("urllib3.connectionpool").addFilter(QueryStringRedactingFilter())
 
 CODE_PATTERN = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 # How much of a remote error body goes into a message shown to a user.
@@ -365,6 +368,7 @@ class IntegrationConnector(models.Model):
         return response
 
     def _send_authenticated(self, method, url, kwargs):
+        self._sensitive_param_names()
         call_kwargs = dict(kwargs, headers=dict(kwargs["headers"]), params=dict(kwargs["params"]))
         self._auth_apply(call_kwargs)
         session = _get_session(self.env.cr.dbname, self.id)
@@ -444,7 +448,9 @@ class IntegrationConnector(models.Model):
         username = self.sudo().basic_username
         if not username:
             raise IntegrationConfigError(_("Connector %s: the username for HTTP basic is not set.", self.code))
-        kwargs["auth"] = requests.auth.HTTPBasicAuth(username, self._require_secret("basic_password"))
+        # UTF-8, as RFC 7617 recommends (requests would encode text as Latin-1).
+        password = self._require_secret("basic_password")
+        kwargs["auth"] = requests.auth.HTTPBasicAuth(username.encode(), password.encode())
 
     def _auth_apply_oauth2(self, kwargs):
         kwargs["headers"]["Authorization"] = f"Bearer {self._oauth2_access_token()}"
@@ -498,7 +504,7 @@ class IntegrationConnector(models.Model):
         secret = self._require_secret("oauth2_client_secret")
         if self.oauth2_client_auth == "body":
             return dict(data, client_id=client_id, client_secret=secret), None
-        return data, requests.auth.HTTPBasicAuth(client_id, secret)
+        return data, requests.auth.HTTPBasicAuth(client_id.encode(), secret.encode())
 
     def _oauth2_post_token_request(self, data, auth):
         url = self.oauth2_token_url
@@ -539,7 +545,12 @@ class IntegrationConnector(models.Model):
     # Errors
 
     def _sensitive_param_names(self):
-        return [self.api_key_name] if self.auth_type == "api_key" and self.api_key_name else []
+        if self.auth_type == "api_key" and self.api_key_location == "query" and self.api_key_name:
+            name = self.api_key_name.strip()
+            # Also masked in the debug lines urllib3 writes for this process.
+            register_sensitive_name(name)
+            return [name]
+        return []
 
     def _known_secret_values(self):
         """Every decrypted secret of this connector, to scrub from messages."""
@@ -547,6 +558,10 @@ class IntegrationConnector(models.Model):
         for name in self._secret_field_names():
             if self.sudo()[f"{name}_encrypted"]:
                 values.append(self._get_secret(name))
+        if self.sudo().basic_password_encrypted and self.sudo().basic_username:
+            # The form it travels in, should a remote echo the Authorization header back.
+            credentials = f"{self.sudo().basic_username}:{self._get_secret('basic_password')}"
+            values.append(base64.b64encode(credentials.encode()).decode())
         token = self.env["integration.oauth.token"].sudo()._for_connector(self)
         if token and token.access_token_encrypted:
             values.append(token._get_secret("access_token"))

@@ -80,6 +80,22 @@ class IntegrationSecretMixin(models.AbstractModel):
         except EncryptionKeyError as exc:
             raise UserError(_("Invalid encryption key configuration: %s", exc)) from None
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        self._check_secret_box_for(vals_list)
+        return super().create(vals_list)
+
+    def write(self, vals):
+        self._check_secret_box_for([vals])
+        return super().write(vals)
+
+    @api.model
+    def _check_secret_box_for(self, vals_list):
+        """Refuse, before anything is written, values with a secret we could not encrypt."""
+        names = self._secret_field_names()
+        if any(vals.get(name) for vals in vals_list for name in names):
+            self._secret_box()
+
     def _compute_secret_inputs(self):
         # Write-only: a secret is never read back, whoever asks.
         for name in self._secret_field_names():
@@ -104,10 +120,9 @@ class IntegrationSecretMixin(models.AbstractModel):
 
     def _secret_changed_note(self, labels, verb):
         """Leave an audit trace of which secret changed (never its value)."""
-        if hasattr(self, "message_post"):
-            self.message_post(
+        if hasattr(self, "_message_log"):
+            self._message_log(
                 body=_("%(secrets)s %(verb)s by %(user)s.", secrets=", ".join(labels), verb=verb, user=self.env.user.name),
-                subtype_xmlid="mail.mt_note",
             )
 
     def _get_secret(self, name):

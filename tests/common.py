@@ -1,0 +1,256 @@
+"""Shared test set-up: a real HTTP(S) server on 127.0.0.1 and record factories."""
+
+import datetime
+import ipaddress
+import json
+import os
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest.mock import patch
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from odoo.tests import common
+from odoo.tools import config
+
+from ..models.integration_secret_mixin import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE
+
+# Fixed keys for the tests: the key list under test is set explicitly, never inherited.
+KEY_A = Fernet.generate_key().decode()
+KEY_B = Fernet.generate_key().decode()
+
+
+@dataclass
+class ReceivedRequest:
+    method: str
+    path: str
+    query: dict
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body or b"null")
+
+    def form(self):
+        return {k: v[0] for k, v in parse_qs(self.body.decode()).items()}
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: object = field(default_factory=lambda: {"ok": True})
+    headers: dict = field(default_factory=dict)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _handle(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        request = ReceivedRequest(
+            method=self.command,
+            path=parts.path,
+            query={k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+            headers={k: v for k, v in self.headers.items()},
+            body=body,
+        )
+        with self.server.lock:
+            self.server.received.append(request)
+        reply = self.server.responder(request)
+        payload = reply.body
+        if not isinstance(payload, bytes | str):
+            payload = json.dumps(payload)
+            reply.headers.setdefault("Content-Type", "application/json")
+        if isinstance(payload, str):
+            payload = payload.encode()
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    def log_message(self, format, *args):  # noqa: A002 - keep the test log readable
+        return
+
+
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 that records what it receives.
+
+    ``responder(request) -> Reply`` decides each answer; ``received`` lists requests.
+    With ``tls=True`` it serves HTTPS with a freshly made self-signed certificate.
+    """
+
+    def __init__(self, responder=None, tls=False):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.lock = threading.Lock()
+        self.httpd.received = []
+        self.httpd.responder = responder or (lambda request: Reply())
+        self.scheme = "http"
+        if tls:
+            self._tmpdir = tempfile.TemporaryDirectory()
+            cert, key = _self_signed_certificate(self._tmpdir.name)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @property
+    def received(self):
+        return self.httpd.received
+
+    def respond_with(self, responder):
+        self.httpd.responder = responder
+
+    def reset(self, responder=None):
+        with self.httpd.lock:
+            self.httpd.received.clear()
+        self.httpd.responder = responder or (lambda request: Reply())
+
+    def requests_to(self, path):
+        return [r for r in self.received if r.path == path]
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def _self_signed_certificate(directory):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return cert_path, key_path
+
+
+def encryption_keys(keys):
+    """Patch the configured encryption keys (a string as in odoo.conf; '' for none)."""
+    return _KeysPatch(keys)
+
+
+class _KeysPatch:
+    def __init__(self, keys):
+        self._patchers = [
+            patch.dict(os.environ, {KEYS_ENV_VARIABLE: ""}),
+            patch.dict(config.options, {KEYS_CONFIG_OPTION: keys}),
+        ]
+
+    def __enter__(self):
+        for patcher in self._patchers:
+            patcher.start()
+        return self
+
+    def __exit__(self, *exc):
+        for patcher in reversed(self._patchers):
+            patcher.stop()
+
+
+class IntegrationHubMixin:
+    """Set-up shared by the integration_hub tests (``_setup_env``, ``_setup_records``)."""
+
+    @classmethod
+    def _request_handler(cls, session, prepared, /, **kwargs):
+        # Odoo's handler raises the timeouts of local calls to 10 s and cannot compare our
+        # (connect, read) tuples; calls to 127.0.0.1 go out untouched, others stay blocked.
+        if urlsplit(prepared.url).hostname in ("127.0.0.1", "localhost"):
+            return common._super_send(session, prepared, **kwargs)
+        return super()._request_handler(session, prepared, **kwargs)
+
+    @classmethod
+    def _setup_env(cls):
+        keys = encryption_keys(KEY_A)
+        keys.__enter__()
+        cls.addClassCleanup(keys.__exit__, None, None, None)
+        cls.server = LocalServer()
+        cls.addClassCleanup(cls.server.stop)
+
+    @classmethod
+    def _setup_records(cls):
+        cls.company = cls.env.company
+        cls.other_company = cls.env["res.company"].create({"name": "Other Company (integration tests)"})
+        users = cls.env["res.users"].with_context(no_reset_password=True)
+        cls.manager = users.create(
+            {
+                "name": "Integration Manager",
+                "login": "ih_manager",
+                "password": "ih_manager_pw1",
+                "company_id": cls.company.id,
+                "company_ids": [(6, 0, cls.company.ids)],
+                "groups_id": [(6, 0, [cls.env.ref("integration_hub.group_integration_manager").id])],
+            }
+        )
+        cls.operator = users.create(
+            {
+                "name": "Integration Operator",
+                "login": "ih_operator",
+                "password": "ih_operator_pw1",
+                "company_id": cls.company.id,
+                "company_ids": [(6, 0, cls.company.ids)],
+                "groups_id": [(6, 0, [cls.env.ref("integration_hub.group_integration_user").id])],
+            }
+        )
+
+    @classmethod
+    def _create_connector(cls, **values):
+        vals = {
+            "name": "Test API",
+            "code": f"test-api-{len(cls.env['integration.connector'].with_context(active_test=False).search([]))}",
+            "base_url": cls.server.url + "/api",
+            "health_path": "/health",
+            "timeout_connect": 5,
+            "timeout_read": 5,
+        }
+        vals.update(values)
+        return cls.env["integration.connector"].create(vals)
+
+    def setUp(self):
+        super().setUp()
+        self.server.reset()
+
+
+class IntegrationHubCase(IntegrationHubMixin, common.TransactionCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._setup_env()
+        cls._setup_records()

@@ -1,0 +1,57 @@
+"""Access rights: operators read and test, managers configure, companies stay apart."""
+
+from odoo.exceptions import AccessError
+from odoo.tests import tagged
+
+from .common import IntegrationHubCase
+
+
+@tagged("post_install", "-at_install")
+class TestAccess(IntegrationHubCase):
+    def test_operator_reads_but_cannot_configure(self):
+        connector = self._create_connector()
+        as_operator = connector.with_user(self.operator)
+        self.assertEqual(as_operator.name, "Test API")
+        with self.assertRaises(AccessError):
+            as_operator.write({"base_url": "https://evil.example.com"})
+        with self.assertRaises(AccessError):
+            self.env["integration.connector"].with_user(self.operator).create(
+                {"name": "x", "code": "from-operator", "base_url": "https://a.example.com"}
+            )
+        with self.assertRaises(AccessError):
+            as_operator.unlink()
+        self.assertEqual(connector.base_url, self.server.url + "/api")
+
+    def test_operator_can_test_connection(self):
+        connector = self._create_connector()
+        connector.with_user(self.operator).action_test_connection()
+        self.assertEqual(connector.health_state, "ok")
+        self.assertEqual(len(self.server.received), 1)
+
+    def test_manager_configures(self):
+        Connector = self.env["integration.connector"].with_user(self.manager)
+        connector = Connector.create(
+            {"name": "By manager", "code": "by-manager", "base_url": self.server.url, "bearer_token": "bt-mgr"}
+        )
+        connector.write({"auth_type": "bearer"})
+        connector._request("GET", "/ping")
+        self.assertEqual(self.server.received[0].headers["Authorization"], "Bearer bt-mgr")
+
+    def test_other_company_invisible(self):
+        mine = self._create_connector(code="mine")
+        theirs = self._create_connector(code="theirs", company_id=self.other_company.id)
+        for user in (self.manager, self.operator):
+            Connector = self.env["integration.connector"].with_user(user)
+            self.assertEqual(Connector.search([("code", "in", ["mine", "theirs"])]), mine)
+            with self.assertRaises(AccessError):
+                theirs.with_user(user).read(["name"])
+
+    def test_operator_cannot_see_tokens(self):
+        with self.assertRaises(AccessError):
+            self.env["integration.oauth.token"].with_user(self.operator).search([])
+
+    def test_public_user_sees_nothing(self):
+        self._create_connector()
+        public = self.env.ref("base.public_user")
+        with self.assertRaises(AccessError):
+            self.env["integration.connector"].with_user(public).search([])

@@ -1,0 +1,63 @@
+"""Validation of connector configuration: clear errors naming the field."""
+
+from odoo.exceptions import ValidationError
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from .common import IntegrationHubCase
+
+
+@tagged("post_install", "-at_install")
+class TestConnectorConfig(IntegrationHubCase):
+    def test_code_is_a_slug(self):
+        for bad in ("Shop EU", "shop/eu", "shop--eu", "-shop", "shop_", "ÄBC", "x" * 65):
+            with self.subTest(code=bad), self.assertRaisesRegex(ValidationError, "Code .* is not valid"):
+                self._create_connector(code=bad)
+        for good in ("shop", "shop-eu", "erp_2", "a1-b2_c3"):
+            self.assertEqual(self._create_connector(code=good).code, good)
+
+    @mute_logger("odoo.sql_db")
+    def test_code_unique(self):
+        self._create_connector(code="unique-one")
+        with self.assertRaisesRegex(Exception, "code_uniq|already uses this code"):
+            self._create_connector(code="unique-one")
+            self.env.flush_all()
+
+    def test_base_url(self):
+        for bad in ("ftp://files.example.com", "example.com/api", "https://", "https://user:pw@api.example.com"):
+            with self.subTest(url=bad), self.assertRaisesRegex(ValidationError, "Base URL"):
+                self._create_connector(base_url=bad)
+        with self.assertRaises(ValidationError) as caught:
+            self._create_connector(base_url="https://user:topsecret@api.example.com")
+        self.assertNotIn("topsecret", str(caught.exception))
+
+    def test_default_headers(self):
+        for bad in ("not json", "[1, 2]", '{"X-N": 3}'):
+            with self.subTest(headers=bad), self.assertRaisesRegex(ValidationError, "Default Headers"):
+                self._create_connector(default_headers=bad)
+
+    def test_auth_requirements(self):
+        with self.assertRaisesRegex(ValidationError, "Token URL is required"):
+            self._create_connector(auth_type="oauth2")
+        with self.assertRaisesRegex(ValidationError, "API Key Header/Parameter is required"):
+            self._create_connector(auth_type="api_key", api_key_name=" ")
+
+    def test_timeouts_positive(self):
+        with mute_logger("odoo.sql_db"), self.assertRaises(Exception):
+            self._create_connector(timeout_read=0)
+            self.env.flush_all()
+
+    def test_copy_has_new_code_and_no_secrets(self):
+        connector = self._create_connector(code="to-copy", auth_type="bearer", bearer_token="bt-not-copied")
+        copy = connector.copy()
+        self.assertEqual(copy.code, "to-copy-copy")
+        self.assertFalse(copy.bearer_token_is_set)
+        self.assertEqual(copy.health_state, "unknown")
+
+    def test_demo_connectors(self):
+        # scripts/test installs with demo data, as scripts/run does.
+        local = self.env.ref("integration_hub.integration_connector_demo_local_odoo")
+        self.assertEqual(local.health_path, "/web/health")
+        partner = self.env.ref("integration_hub.integration_connector_demo_partner_erp")
+        self.assertEqual(partner.auth_type, "oauth2")
+        self.assertFalse(partner.oauth2_client_secret_is_set)
