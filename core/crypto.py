@@ -9,9 +9,7 @@ import re
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-KEY_GENERATE_HINT = (
-    "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-)
+KEY_GENERATE_HINT = "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 
 
 class EncryptionKeyError(Exception):
@@ -66,6 +64,4 @@ class SecretBox:
         try:
             return self._fernet.rotate(token.encode("ascii")).decode("ascii")
         except InvalidToken as exc:
-            raise SecretDecryptionError(
-                "the stored value cannot be decrypted with any configured key"
-            ) from exc
+            raise SecretDecryptionError("the stored value cannot be decrypted with any configured key") from exc

@@ -38,10 +38,7 @@ def is_sensitive_name(name, extra_names=()):
 
 def redact_headers(headers, extra_names=()):
     """Copy of ``headers`` with sensitive values masked."""
-    return {
-        name: (MASK if is_sensitive_name(name, extra_names) else value)
-        for name, value in (headers or {}).items()
-    }
+    return {name: (MASK if is_sensitive_name(name, extra_names) else value) for name, value in (headers or {}).items()}
 
 
 def redact_url(url, extra_names=()):
@@ -55,9 +52,7 @@ def redact_url(url, extra_names=()):
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, MASK if is_sensitive_name(k, extra_names) else v) for k, v in pairs], safe="*"
-        )
+        query = urlencode([(k, MASK if is_sensitive_name(k, extra_names) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -122,9 +122,7 @@ class IntegrationConnector(models.Model):
     )
     oauth2_token_url = fields.Char(string="Token URL")
     oauth2_client_id = fields.Char(string="Client ID", groups=MANAGER_GROUP)
-    oauth2_client_secret, oauth2_client_secret_encrypted, oauth2_client_secret_is_set = secret_fields(
-        "Client Secret"
-    )
+    oauth2_client_secret, oauth2_client_secret_encrypted, oauth2_client_secret_is_set = secret_fields("Client Secret")
     oauth2_scope = fields.Char(string="Scope", help="Space-separated scopes, when the server wants them.")
     oauth2_audience = fields.Char(string="Audience", help="Sent as 'audience' when the server needs one.")
     oauth2_client_auth = fields.Selection(
@@ -147,9 +145,7 @@ class IntegrationConnector(models.Model):
         help="Leave on. Turn off only for a partner server with a self-signed certificate; "
         "every call through this connector is then logged with a warning.",
     )
-    health_path = fields.Char(
-        default="/", help="Path (under the base URL) that 'Test Connection' calls with GET."
-    )
+    health_path = fields.Char(default="/", help="Path (under the base URL) that 'Test Connection' calls with GET.")
 
     # Status
     health_state = fields.Selection(
@@ -202,7 +198,11 @@ class IntegrationConnector(models.Model):
         parts = urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationError(
-                _("%(field)s must be an absolute http:// or https:// URL, got %(url)r.", field=label, url=redact_url(url))
+                _(
+                    "%(field)s must be an absolute http:// or https:// URL, got %(url)r.",
+                    field=label,
+                    url=redact_url(url),
+                )
             )
         if parts.username or parts.password:
             raise ValidationError(
@@ -235,7 +235,7 @@ class IntegrationConnector(models.Model):
     def copy_data(self, default=None):
         vals_list = super().copy_data(default=default)
         default = default or {}
-        for connector, vals in zip(self, vals_list):
+        for connector, vals in zip(self, vals_list, strict=True):
             if "code" not in default:
                 vals["code"] = f"{connector.code}-copy"
             if "name" not in default:
@@ -411,9 +411,7 @@ class IntegrationConnector(models.Model):
         try:
             headers = json.loads(self.default_headers)
         except ValueError as exc:
-            raise ValidationError(
-                _("Default Headers must be a JSON object: %(error)s", error=exc)
-            ) from None
+            raise ValidationError(_("Default Headers must be a JSON object: %(error)s", error=exc)) from None
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
@@ -609,4 +607,3 @@ class IntegrationConnector(models.Model):
         return IntegrationConnectionError(
             _("%(method)s %(url)s: %(reason)s (%(detail)s)", method=method, url=safe_url, reason=reason, detail=detail)
         )
-

@@ -122,7 +122,9 @@ class IntegrationSecretMixin(models.AbstractModel):
         """Leave an audit trace of which secret changed (never its value)."""
         if hasattr(self, "_message_log"):
             self._message_log(
-                body=_("%(secrets)s %(verb)s by %(user)s.", secrets=", ".join(labels), verb=verb, user=self.env.user.name),
+                body=_(
+                    "%(secrets)s %(verb)s by %(user)s.", secrets=", ".join(labels), verb=verb, user=self.env.user.name
+                ),
             )
 
     def _get_secret(self, name):

@@ -145,9 +145,7 @@ class TestConnectorAuth(IntegrationHubCase):
         token = self.env["integration.oauth.token"].search([("connector_id", "=", connector.id)])
         self.assertEqual(len(token), 1)
         self.env.flush_all()
-        self.env.cr.execute(
-            "SELECT access_token_encrypted FROM integration_oauth_token WHERE id = %s", [token.id]
-        )
+        self.env.cr.execute("SELECT access_token_encrypted FROM integration_oauth_token WHERE id = %s", [token.id])
         (ciphertext,) = self.env.cr.fetchone()
         self.assertTrue(ciphertext)
         self.assertNotIn("tok-1", ciphertext)

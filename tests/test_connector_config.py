@@ -1,5 +1,7 @@
 """Validation of connector configuration: clear errors naming the field."""
 
+from psycopg2 import IntegrityError
+
 from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
@@ -19,7 +21,7 @@ class TestConnectorConfig(IntegrationHubCase):
     @mute_logger("odoo.sql_db")
     def test_code_unique(self):
         self._create_connector(code="unique-one")
-        with self.assertRaisesRegex(Exception, "code_uniq|already uses this code"):
+        with self.assertRaisesRegex(IntegrityError, "integration_connector_code_uniq"):
             self._create_connector(code="unique-one")
             self.env.flush_all()
 
@@ -43,7 +45,7 @@ class TestConnectorConfig(IntegrationHubCase):
             self._create_connector(auth_type="api_key", api_key_name=" ")
 
     def test_timeouts_positive(self):
-        with mute_logger("odoo.sql_db"), self.assertRaises(Exception):
+        with mute_logger("odoo.sql_db"), self.assertRaisesRegex(IntegrityError, "timeout_read_positive"):
             self._create_connector(timeout_read=0)
             self.env.flush_all()
 

@@ -149,13 +149,19 @@ class TestConnectorSecrets(IntegrationHubCase):
 
         self.server.respond_with(echoing)
         connectors = [
-            self._create_connector(auth_type="api_key", api_key_location="query", api_key_name="key",
-                                   api_key=SECRET_VALUES["api_key"]),
-            self._create_connector(auth_type="bearer", bearer_token=SECRET_VALUES["bearer_token"]),
-            self._create_connector(auth_type="basic", basic_username="u", basic_password=SECRET_VALUES["basic_password"]),
             self._create_connector(
-                auth_type="oauth2", oauth2_client_auth="body", oauth2_token_url=self.server.url + "/oauth/token",
-                oauth2_client_id="cid", oauth2_client_secret=SECRET_VALUES["oauth2_client_secret"],
+                auth_type="api_key", api_key_location="query", api_key_name="key", api_key=SECRET_VALUES["api_key"]
+            ),
+            self._create_connector(auth_type="bearer", bearer_token=SECRET_VALUES["bearer_token"]),
+            self._create_connector(
+                auth_type="basic", basic_username="u", basic_password=SECRET_VALUES["basic_password"]
+            ),
+            self._create_connector(
+                auth_type="oauth2",
+                oauth2_client_auth="body",
+                oauth2_token_url=self.server.url + "/oauth/token",
+                oauth2_client_id="cid",
+                oauth2_client_secret=SECRET_VALUES["oauth2_client_secret"],
             ),
         ]
         messages = []

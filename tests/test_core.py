@@ -69,7 +69,10 @@ class TestRedaction(BaseCase):
     def test_url(self):
         url = "https://user:pw@api.example.com/v1/orders?api_key=K1&page=2&access_token=T&apikey2=z"
         redacted = redact_url(url, extra_names=["apikey2"])
-        self.assertEqual(redacted, f"https://{MASK}@api.example.com/v1/orders?api_key={MASK}&page=2&access_token={MASK}&apikey2={MASK}")
+        self.assertEqual(
+            redacted,
+            f"https://{MASK}@api.example.com/v1/orders?api_key={MASK}&page=2&access_token={MASK}&apikey2={MASK}",
+        )
 
     def test_text(self):
         text = "token=abcd1234\r\nInjected: header and abcd1234 again"
