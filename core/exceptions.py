@@ -4,6 +4,8 @@ Each carries a message that is safe to show and store: secrets are redacted befo
 these are raised. ``retryable`` tells callers (jobs) whether trying again may help.
 """
 
+import re
+
 
 class IntegrationError(Exception):
     """Base class of every error raised by a connector call."""
@@ -42,3 +44,27 @@ class IntegrationHTTPError(IntegrationError):
     @property
     def retryable(self):
         return self.status_code in RETRYABLE_STATUSES
+
+
+_ROOT_CAUSES = (
+    re.compile(r"certificate verify failed: [^'\")(]+"),
+    re.compile(r"\[Errno -?\d+\] [^'\")(]+"),
+    re.compile(r"\[SSL: [^\]]+\][^'\")(]*"),
+    re.compile(r"Read timed out"),
+    re.compile(r"timed out"),
+)
+
+
+def describe_transport_error(exc):
+    """The part of a requests/urllib3 exception text a person can act on.
+
+    Their messages nest pool and object reprs several levels deep; the cause at the
+    bottom ("[Errno 111] Connection refused", "certificate verify failed: ...") is
+    what tells an operator what is wrong.
+    """
+    text = str(exc)
+    for pattern in _ROOT_CAUSES:
+        match = pattern.search(text)
+        if match:
+            return match.group(0).strip().rstrip(".,;:")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -18,6 +18,7 @@ from ..core.exceptions import (
     IntegrationConnectionError,
     IntegrationError,
     IntegrationHTTPError,
+    describe_transport_error,
 )
 from ..core.redact import QueryStringRedactingFilter, redact_text, redact_url, register_sensitive_name
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
@@ -601,7 +602,7 @@ class IntegrationConnector(models.Model):
             reason = _("connection failed")
         else:
             reason = _("request failed")
-        detail = self._redact(exc.__class__.__name__ + ": " + str(exc), limit=REMOTE_MESSAGE_LIMIT)
+        detail = self._redact(describe_transport_error(exc), limit=REMOTE_MESSAGE_LIMIT)
         # The URL inside requests' own message may carry a query-string key: scrub it too.
         detail = detail.replace(url, safe_url)
         return IntegrationConnectionError(

@@ -241,7 +241,7 @@ class TestConnectorTransport(IntegrationHubCase):
         self.addCleanup(tls_server.stop)
         connector = self._create_connector(base_url=tls_server.url)
         self.assertTrue(connector.verify_tls)
-        with self.assertRaisesRegex(IntegrationConnectionError, "TLS error"):
+        with self.assertRaisesRegex(IntegrationConnectionError, "TLS error .*certificate verify failed"):
             connector._request("GET", "/health")
         self.assertEqual(tls_server.received, [], "no request is sent over an untrusted channel")
 
@@ -277,7 +277,9 @@ class TestConnectorTransport(IntegrationHubCase):
         closed_url = probe.url
         probe.stop()
         connector = self._create_connector(base_url=closed_url)
-        with self.assertRaisesRegex(IntegrationConnectionError, "connection failed"):
+        with self.assertRaisesRegex(
+            IntegrationConnectionError, r"connection failed \(\[Errno 111\] Connection refused\)"
+        ):
             connector._request("GET", "/health")
 
     def test_test_connection_ok(self):

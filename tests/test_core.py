@@ -5,7 +5,7 @@ from cryptography.fernet import Fernet
 from odoo.tests.common import BaseCase
 
 from ..core.crypto import EncryptionKeyError, SecretBox, SecretDecryptionError, parse_keys
-from ..core.exceptions import IntegrationConnectionError, IntegrationHTTPError
+from ..core.exceptions import IntegrationConnectionError, IntegrationHTTPError, describe_transport_error
 from ..core.redact import MASK, redact_headers, redact_text, redact_url
 
 
@@ -87,3 +87,18 @@ class TestClassification(BaseCase):
         for status in (400, 401, 403, 404, 409, 422, 501):
             self.assertFalse(IntegrationHTTPError("m", status).retryable, status)
         self.assertTrue(IntegrationConnectionError("down").retryable)
+
+    def test_transport_error_description(self):
+        refused = (
+            "HTTPConnectionPool(host='127.0.0.1', port=8099): Max retries exceeded with url: /oauth/token "
+            "(Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f>: "
+            "Failed to establish a new connection: [Errno 111] Connection refused'))"
+        )
+        self.assertEqual(describe_transport_error(Exception(refused)), "[Errno 111] Connection refused")
+        tls = (
+            "HTTPSConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: / (Caused by "
+            "SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+            "self-signed certificate (_ssl.c:1006)')))"
+        )
+        self.assertEqual(describe_transport_error(Exception(tls)), "certificate verify failed: self-signed certificate")
+        self.assertEqual(describe_transport_error(ValueError("odd")), "ValueError: odd")
