@@ -233,6 +233,12 @@ class IntegrationConnector(models.Model):
                 self.env.user.login,
             )
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        connectors = super().create(vals_list)
+        self.env["integration.oauth.token"].sudo().create([{"connector_id": c.id} for c in connectors])
+        return connectors
+
     def copy_data(self, default=None):
         vals_list = super().copy_data(default=default)
         default = default or {}
@@ -466,14 +472,14 @@ class IntegrationConnector(models.Model):
 
     def _oauth2_access_token(self):
         token = self.env["integration.oauth.token"].sudo()._for_connector(self)
-        if token and token._is_usable():
+        if token._is_usable():
             return token._get_secret("access_token")
         payload = self._oauth2_fetch_token(token)
         token = self.env["integration.oauth.token"].sudo()._store(self, payload)
         return token._get_secret("access_token")
 
     def _oauth2_invalidate_token(self):
-        self.env["integration.oauth.token"].sudo()._for_connector(self).unlink()
+        self.env["integration.oauth.token"].sudo()._for_connector(self)._clear()
 
     def _oauth2_fetch_token(self, current_token):
         """Ask the authorization server for a token; dispatched on the grant type.
@@ -561,8 +567,8 @@ class IntegrationConnector(models.Model):
             # The form it travels in, should a remote echo the Authorization header back.
             credentials = f"{self.sudo().basic_username}:{self._get_secret('basic_password')}"
             values.append(base64.b64encode(credentials.encode()).decode())
-        token = self.env["integration.oauth.token"].sudo()._for_connector(self)
-        if token and token.access_token_encrypted:
+        token = self.env["integration.oauth.token"].sudo().search([("connector_id", "=", self.id)], limit=1)
+        if token.access_token_encrypted:
             values.append(token._get_secret("access_token"))
         return values
 

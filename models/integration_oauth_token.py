@@ -1,6 +1,7 @@
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import _, api, fields, models
+from odoo.exceptions import AccessError
 
 from .integration_secret_mixin import secret_fields
 
@@ -40,7 +41,36 @@ class IntegrationOauthToken(models.Model):
 
     @api.model
     def _for_connector(self, connector):
-        return self.search([("connector_id", "=", connector.id)], limit=1)
+        """The connector's token row, made if missing.
+
+        Every connector gets its row when it is created, so that two workers refreshing
+        at once update one row (the loser gets a serialization failure and is retried by
+        Odoo or queue_job) instead of racing to insert two.
+        """
+        return self.search([("connector_id", "=", connector.id)], limit=1) or self.create(
+            {"connector_id": connector.id}
+        )
+
+    def _clear(self):
+        self.write(
+            {
+                "access_token_encrypted": False,
+                "refresh_token_encrypted": False,
+                "token_type": False,
+                "scope": False,
+                "obtained_at": False,
+                "expires_at": False,
+                "refresh_after": False,
+            }
+        )
+
+    def action_forget(self):
+        """Button (managers): drop the cached token; the next call fetches a new one."""
+        self.check_access("read")
+        if not self.env.user.has_group("integration_hub.group_integration_manager"):
+            raise AccessError(_("Only integration managers can forget OAuth2 tokens."))
+        self.sudo()._clear()
+        return True
 
     def _is_usable(self):
         self.ensure_one()
@@ -53,7 +83,6 @@ class IntegrationOauthToken(models.Model):
         """Cache the token endpoint's answer for ``connector``; returns the token record."""
         now = fields.Datetime.now()
         values = {
-            "connector_id": connector.id,
             "token_type": payload.get("token_type") or "Bearer",
             "scope": payload.get("scope") or False,
             "obtained_at": now,
@@ -69,10 +98,7 @@ class IntegrationOauthToken(models.Model):
             values["expires_at"] = now + timedelta(seconds=lifetime)
             values["refresh_after"] = now + timedelta(seconds=lifetime - margin)
         token = self._for_connector(connector)
-        if token:
-            token.write(values)
-        else:
-            token = self.create(values)
+        token.write(values)
         token._set_secret("access_token", payload["access_token"])
         # Keep a refresh token the server sent before if it sends none this time.
         if payload.get("refresh_token"):

@@ -7,6 +7,7 @@ import os
 import ssl
 import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest.mock import patch
@@ -163,26 +164,14 @@ def _self_signed_certificate(directory):
     return cert_path, key_path
 
 
+@contextmanager
 def encryption_keys(keys):
-    """Patch the configured encryption keys (a string as in odoo.conf; '' for none)."""
-    return _KeysPatch(keys)
-
-
-class _KeysPatch:
-    def __init__(self, keys):
-        self._patchers = [
-            patch.dict(os.environ, {KEYS_ENV_VARIABLE: ""}),
-            patch.dict(config.options, {KEYS_CONFIG_OPTION: keys}),
-        ]
-
-    def __enter__(self):
-        for patcher in self._patchers:
-            patcher.start()
-        return self
-
-    def __exit__(self, *exc):
-        for patcher in reversed(self._patchers):
-            patcher.stop()
+    """Set the configured encryption keys (a string as in odoo.conf; '' for none)."""
+    with (
+        patch.dict(os.environ, {KEYS_ENV_VARIABLE: ""}),
+        patch.dict(config.options, {KEYS_CONFIG_OPTION: keys}),
+    ):
+        yield
 
 
 class IntegrationHubMixin:
@@ -208,26 +197,24 @@ class IntegrationHubMixin:
     def _setup_records(cls):
         cls.company = cls.env.company
         cls.other_company = cls.env["res.company"].create({"name": "Other Company (integration tests)"})
-        users = cls.env["res.users"].with_context(no_reset_password=True)
-        cls.manager = users.create(
-            {
-                "name": "Integration Manager",
-                "login": "ih_manager",
-                "password": "ih_manager_pw1",
-                "company_id": cls.company.id,
-                "company_ids": [(6, 0, cls.company.ids)],
-                "groups_id": [(6, 0, [cls.env.ref("integration_hub.group_integration_manager").id])],
-            }
-        )
-        cls.operator = users.create(
-            {
-                "name": "Integration Operator",
-                "login": "ih_operator",
-                "password": "ih_operator_pw1",
-                "company_id": cls.company.id,
-                "company_ids": [(6, 0, cls.company.ids)],
-                "groups_id": [(6, 0, [cls.env.ref("integration_hub.group_integration_user").id])],
-            }
+        cls.manager = cls._create_user("ih_manager", "Integration Manager", "group_integration_manager")
+        cls.operator = cls._create_user("ih_operator", "Integration Operator", "group_integration_user")
+
+    @classmethod
+    def _create_user(cls, login, name, group):
+        return (
+            cls.env["res.users"]
+            .with_context(no_reset_password=True)
+            .create(
+                {
+                    "name": name,
+                    "login": login,
+                    "password": f"{login}_pw1",
+                    "company_id": cls.company.id,
+                    "company_ids": [(6, 0, cls.company.ids)],
+                    "groups_id": [(6, 0, [cls.env.ref(f"integration_hub.{group}").id])],
+                }
+            )
         )
 
     @classmethod

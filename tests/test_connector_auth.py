@@ -7,6 +7,7 @@ from datetime import timedelta
 from freezegun import freeze_time
 
 from odoo import fields
+from odoo.exceptions import AccessError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
@@ -201,6 +202,21 @@ class TestConnectorAuth(IntegrationHubCase):
         self.assertFalse(caught.exception.retryable)
         self.assertEqual(len(self.server.requests_to("/api/orders")), 2)
         self.assertEqual(len(oauth.issued), 2)
+
+    def test_oauth2_forget_token(self):
+        oauth = OAuth2Server()
+        self.server.respond_with(oauth)
+        connector = self._oauth2_connector()
+        connector._request("GET", "/orders")
+        token = self.env["integration.oauth.token"].search([("connector_id", "=", connector.id)])
+        self.assertTrue(token.access_token_is_set)
+        with self.assertRaises(AccessError):
+            token.with_user(self.operator).action_forget()
+        token.with_user(self.manager).action_forget()
+        self.assertFalse(token.access_token_is_set)
+        connector._request("GET", "/orders")
+        self.assertEqual(oauth.issued, ["tok-1", "tok-2"])
+        self.assertEqual(self.env["integration.oauth.token"].search_count([("connector_id", "=", connector.id)]), 1)
 
     @mute_logger("odoo.addons.integration_hub.models.integration_connector")
     def test_oauth2_token_endpoint_refuses(self):
