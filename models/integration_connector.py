@@ -9,7 +9,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from ..core.exceptions import (
@@ -79,7 +79,6 @@ class IntegrationConnector(models.Model):
     )
     kind = fields.Selection(
         selection=[("generic_rest", "Generic REST API")],
-        string="Kind",
         required=True,
         default="generic_rest",
         tracking=True,
@@ -180,7 +179,7 @@ class IntegrationConnector(models.Model):
         for connector in self:
             if not CODE_PATTERN.match(connector.code or "") or len(connector.code) > 64:
                 raise ValidationError(
-                    _(
+                    self.env._(
                         "Code %(code)r is not valid: use 1 to 64 lowercase letters and digits, "
                         "separated by single '-' or '_' (for example 'shop-eu').",
                         code=connector.code,
@@ -199,7 +198,7 @@ class IntegrationConnector(models.Model):
         parts = urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationError(
-                _(
+                self.env._(
                     "%(field)s must be an absolute http:// or https:// URL, got %(url)r.",
                     field=label,
                     url=redact_url(url),
@@ -207,7 +206,7 @@ class IntegrationConnector(models.Model):
             )
         if parts.username or parts.password:
             raise ValidationError(
-                _("%(field)s must not contain credentials: use the Authentication settings.", field=label)
+                self.env._("%(field)s must not contain credentials: use the Authentication settings.", field=label)
             )
 
     @api.constrains("default_headers")
@@ -219,9 +218,9 @@ class IntegrationConnector(models.Model):
     def _check_auth_settings(self):
         for connector in self:
             if connector.auth_type == "api_key" and not (connector.api_key_name or "").strip():
-                raise ValidationError(_("API Key Header/Parameter is required for API key authentication."))
+                raise ValidationError(self.env._("API Key Header/Parameter is required for API key authentication."))
             if connector.auth_type == "oauth2" and not connector.oauth2_token_url:
-                raise ValidationError(_("Token URL is required for OAuth2 authentication."))
+                raise ValidationError(self.env._("Token URL is required for OAuth2 authentication."))
 
     @api.constrains("verify_tls")
     def _check_verify_tls(self):
@@ -246,7 +245,7 @@ class IntegrationConnector(models.Model):
             if "code" not in default:
                 vals["code"] = f"{connector.code}-copy"
             if "name" not in default:
-                vals["name"] = _("%s (copy)", connector.name)
+                vals["name"] = self.env._("%s (copy)", connector.name)
         return vals_list
 
     # ------------------------------------------------------------------------------
@@ -259,10 +258,10 @@ class IntegrationConnector(models.Model):
         result = self._test_connection()
         if result["ok"]:
             notification_type = "success"
-            title = _("Connection OK")
+            title = self.env._("Connection OK")
         else:
             notification_type = "danger"
-            title = _("Connection failed")
+            title = self.env._("Connection failed")
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
@@ -284,8 +283,8 @@ class IntegrationConnector(models.Model):
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
-                "title": _("Secrets re-encrypted"),
-                "message": _("%s secret(s) re-encrypted with the current key.", count),
+                "title": self.env._("Secrets re-encrypted"),
+                "message": self.env._("%s secret(s) re-encrypted with the current key.", count),
                 "type": "success",
             },
         }
@@ -303,13 +302,13 @@ class IntegrationConnector(models.Model):
             status_code = response.status_code
             ok = response.ok
             if ok:
-                message = _("HTTP %(status)s %(reason)s", status=status_code, reason=response.reason or "")
+                message = self.env._("HTTP %(status)s %(reason)s", status=status_code, reason=response.reason or "")
             else:
-                message = _(
+                message = self.env._(
                     "HTTP %(status)s %(reason)s: %(body)s",
                     status=status_code,
                     reason=response.reason or "",
-                    body=self._remote_message(response) or _("(empty body)"),
+                    body=self._remote_message(response) or self.env._("(empty body)"),
                 )
         except (IntegrationError, UserError) as exc:
             ok = False
@@ -402,7 +401,7 @@ class IntegrationConnector(models.Model):
             target, root = urlsplit(path), urlsplit(base)
             if (target.scheme, target.netloc) != (root.scheme, root.netloc):
                 raise IntegrationConfigError(
-                    _(
+                    self.env._(
                         "Connector %(code)s only calls %(root)s, not %(url)s.",
                         code=self.code,
                         root=f"{root.scheme}://{root.netloc}",
@@ -418,12 +417,12 @@ class IntegrationConnector(models.Model):
         try:
             headers = json.loads(self.default_headers)
         except ValueError as exc:
-            raise ValidationError(_("Default Headers must be a JSON object: %(error)s", error=exc)) from None
+            raise ValidationError(self.env._("Default Headers must be a JSON object: %(error)s", error=exc)) from None
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise ValidationError(
-                _('Default Headers must be a JSON object of text values, e.g. {"Accept": "application/json"}.')
+                self.env._('Default Headers must be a JSON object of text values, e.g. {"Accept": "application/json"}.')
             )
         return headers
 
@@ -432,7 +431,7 @@ class IntegrationConnector(models.Model):
     def _auth_apply(self, kwargs):
         method = getattr(self, f"_auth_apply_{self.auth_type}", None)
         if method is None:
-            raise IntegrationConfigError(_("Authentication type %s is not supported.", self.auth_type))
+            raise IntegrationConfigError(self.env._("Authentication type %s is not supported.", self.auth_type))
         method(kwargs)
 
     def _auth_apply_none(self, kwargs):
@@ -452,7 +451,7 @@ class IntegrationConnector(models.Model):
     def _auth_apply_basic(self, kwargs):
         username = self.sudo().basic_username
         if not username:
-            raise IntegrationConfigError(_("Connector %s: the username for HTTP basic is not set.", self.code))
+            raise IntegrationConfigError(self.env._("Connector %s: the username for HTTP basic is not set.", self.code))
         # UTF-8, as RFC 7617 recommends (requests would encode text as Latin-1).
         password = self._require_secret("basic_password")
         kwargs["auth"] = requests.auth.HTTPBasicAuth(username.encode(), password.encode())
@@ -464,7 +463,9 @@ class IntegrationConnector(models.Model):
         value = self._get_secret(name)
         if not value:
             raise IntegrationConfigError(
-                _("Connector %(code)s: the %(secret)s is not set.", code=self.code, secret=self._fields[name].string)
+                self.env._(
+                    "Connector %(code)s: the %(secret)s is not set.", code=self.code, secret=self._fields[name].string
+                )
             )
         return value
 
@@ -490,7 +491,7 @@ class IntegrationConnector(models.Model):
         """
         method = getattr(self, f"_oauth2_token_request_{self.oauth2_grant_type}", None)
         if method is None:
-            raise IntegrationConfigError(_("OAuth2 grant %s is not supported.", self.oauth2_grant_type))
+            raise IntegrationConfigError(self.env._("OAuth2 grant %s is not supported.", self.oauth2_grant_type))
         data, auth = method(current_token)
         return self._oauth2_post_token_request(data, auth)
 
@@ -505,7 +506,7 @@ class IntegrationConnector(models.Model):
     def _oauth2_client_authentication(self, data):
         client_id = self.sudo().oauth2_client_id
         if not client_id:
-            raise IntegrationConfigError(_("Connector %s: the OAuth2 client ID is not set.", self.code))
+            raise IntegrationConfigError(self.env._("Connector %s: the OAuth2 client ID is not set.", self.code))
         secret = self._require_secret("oauth2_client_secret")
         if self.oauth2_client_auth == "body":
             return dict(data, client_id=client_id, client_secret=secret), None
@@ -535,7 +536,7 @@ class IntegrationConnector(models.Model):
             if isinstance(payload, dict) and payload.get("error"):
                 remote = ": ".join(str(payload[k]) for k in ("error", "error_description") if payload.get(k))
             error = IntegrationAuthError(
-                _(
+                self.env._(
                     "Connector %(code)s: the OAuth2 token request to %(url)s failed with HTTP %(status)s%(remote)s",
                     code=self.code,
                     url=redact_url(url),
@@ -582,7 +583,7 @@ class IntegrationConnector(models.Model):
         safe_url = redact_url(url, self._sensitive_param_names())
         remote = self._remote_message(response)
         return IntegrationHTTPError(
-            _(
+            self.env._(
                 "%(method)s %(url)s failed: HTTP %(status)s %(reason)s%(remote)s",
                 method=method,
                 url=safe_url,
@@ -599,18 +600,20 @@ class IntegrationConnector(models.Model):
     def _connection_error(self, method, url, exc):
         safe_url = redact_url(url, self._sensitive_param_names())
         if isinstance(exc, requests.exceptions.SSLError):
-            reason = _("TLS error (certificate not trusted or handshake failed)")
+            reason = self.env._("TLS error (certificate not trusted or handshake failed)")
         elif isinstance(exc, requests.exceptions.ConnectTimeout):
-            reason = _("connection timed out after %s s", self.timeout_connect)
+            reason = self.env._("connection timed out after %s s", self.timeout_connect)
         elif isinstance(exc, requests.exceptions.ReadTimeout):
-            reason = _("no answer within %s s", self.timeout_read)
+            reason = self.env._("no answer within %s s", self.timeout_read)
         elif isinstance(exc, requests.exceptions.ConnectionError):
-            reason = _("connection failed")
+            reason = self.env._("connection failed")
         else:
-            reason = _("request failed")
+            reason = self.env._("request failed")
         detail = self._redact(describe_transport_error(exc), limit=REMOTE_MESSAGE_LIMIT)
         # The URL inside requests' own message may carry a query-string key: scrub it too.
         detail = detail.replace(url, safe_url)
         return IntegrationConnectionError(
-            _("%(method)s %(url)s: %(reason)s (%(detail)s)", method=method, url=safe_url, reason=reason, detail=detail)
+            self.env._(
+                "%(method)s %(url)s: %(reason)s (%(detail)s)", method=method, url=safe_url, reason=reason, detail=detail
+            )
         )

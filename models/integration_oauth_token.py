@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 from odoo.exceptions import AccessError
 
 from .integration_secret_mixin import secret_fields
@@ -68,7 +68,7 @@ class IntegrationOauthToken(models.Model):
         """Button (managers): drop the cached token; the next call fetches a new one."""
         self.check_access("read")
         if not self.env.user.has_group("integration_hub.group_integration_manager"):
-            raise AccessError(_("Only integration managers can forget OAuth2 tokens."))
+            raise AccessError(self.env._("Only integration managers can forget OAuth2 tokens."))
         self.sudo()._clear()
         return True
 

@@ -1,7 +1,7 @@
 import logging
 import os
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import config
 
@@ -65,7 +65,7 @@ class IntegrationSecretMixin(models.AbstractModel):
         keys = parse_keys(raw)
         if not keys:
             raise UserError(
-                _(
+                self.env._(
                     "Secrets cannot be stored: no encryption key is configured. Set "
                     "'%(option)s' in the [options] section of the Odoo configuration file, or "
                     "the environment variable %(env)s, to one or more Fernet keys (comma "
@@ -78,7 +78,7 @@ class IntegrationSecretMixin(models.AbstractModel):
         try:
             return SecretBox(keys)
         except EncryptionKeyError as exc:
-            raise UserError(_("Invalid encryption key configuration: %s", exc)) from None
+            raise UserError(self.env._("Invalid encryption key configuration: %s", exc)) from None
 
     @api.model_create_multi
     def create(self, vals_list):
@@ -110,7 +110,7 @@ class IntegrationSecretMixin(models.AbstractModel):
                     record[f"{name}_encrypted"] = record._secret_box().encrypt(value)
                     changed.append(record._fields[name].string)
             if changed:
-                record._secret_changed_note(changed, _("replaced"))
+                record._secret_changed_note(changed, self.env._("replaced"))
 
     @api.depends(lambda self: [f"{name}_encrypted" for name in self._secret_field_names()])
     def _compute_secret_is_set(self):
@@ -122,7 +122,7 @@ class IntegrationSecretMixin(models.AbstractModel):
         """Leave an audit trace of which secret changed (never its value)."""
         if hasattr(self, "_message_log"):
             self._message_log(
-                body=_(
+                body=self.env._(
                     "%(secrets)s %(verb)s by %(user)s.", secrets=", ".join(labels), verb=verb, user=self.env.user.name
                 ),
             )
@@ -142,7 +142,7 @@ class IntegrationSecretMixin(models.AbstractModel):
             return self._secret_box().decrypt(token)
         except SecretDecryptionError as exc:
             raise UserError(
-                _(
+                self.env._(
                     "The %(secret)s of %(record)s cannot be decrypted: %(reason)s.",
                     secret=self._fields[name].string,
                     record=self.display_name,
@@ -161,11 +161,11 @@ class IntegrationSecretMixin(models.AbstractModel):
         """Button: forget the secret named in the context key ``secret_field``."""
         name = self.env.context.get("secret_field")
         if name not in self._secret_field_names():
-            raise UserError(_("Unknown secret field: %s", name))
+            raise UserError(self.env._("Unknown secret field: %s", name))
         self.check_access("write")
         for record in self:
             record.sudo()[f"{name}_encrypted"] = False
-            record._secret_changed_note([record._fields[name].string], _("cleared"))
+            record._secret_changed_note([record._fields[name].string], self.env._("cleared"))
         return True
 
     @api.model
@@ -183,7 +183,9 @@ class IntegrationSecretMixin(models.AbstractModel):
                         values[name] = box.rotate(record[name])
                     except SecretDecryptionError as exc:
                         raise UserError(
-                            _("%(record)s: %(field)s %(reason)s", record=record.display_name, field=name, reason=exc)
+                            self.env._(
+                                "%(record)s: %(field)s %(reason)s", record=record.display_name, field=name, reason=exc
+                            )
                         ) from None
             if values:
                 record.write(values)

@@ -22,6 +22,15 @@ class TestAccess(IntegrationHubCase):
             as_operator.unlink()
         self.assertEqual(connector.base_url, self.server.url + "/api")
 
+    def test_form_hides_secret_inputs_from_operators(self):
+        Connector = self.env["integration.connector"]
+        operator_arch = Connector.with_user(self.operator).get_views([(False, "form")])["views"]["form"]["arch"]
+        manager_arch = Connector.with_user(self.manager).get_views([(False, "form")])["views"]["form"]["arch"]
+        for name in ("api_key", "bearer_token", "basic_password", "oauth2_client_secret"):
+            self.assertIn(f'name="{name}"', manager_arch)
+            self.assertNotIn(f'name="{name}"', operator_arch)
+        self.assertIn('name="action_test_connection"', operator_arch)
+
     def test_operator_can_test_connection(self):
         connector = self._create_connector()
         connector.with_user(self.operator).action_test_connection()
