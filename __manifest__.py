@@ -12,8 +12,11 @@
         "security/integration_hub_security.xml",
         "security/ir.model.access.csv",
         "data/queue_job_data.xml",
+        "data/ir_cron_data.xml",
         "views/integration_connector_views.xml",
         "views/integration_oauth_token_views.xml",
+        "views/integration_error_views.xml",
+        "views/integration_call_log_views.xml",
         "views/menus.xml",
     ],
     "demo": [

@@ -31,15 +31,34 @@ class IntegrationConnectionError(IntegrationError):
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+class IntegrationRefusedError(IntegrationError):
+    """Nothing was sent: the call was held back on our side, to be tried later."""
+
+    retryable = True
+
+    def __init__(self, message, retry_in=0.0):
+        super().__init__(message)
+        self.retry_in = retry_in
+
+
+class IntegrationCircuitOpenError(IntegrationRefusedError):
+    """The connector's circuit breaker is open: the remote failed repeatedly."""
+
+
+class IntegrationRateLimitedError(IntegrationRefusedError):
+    """The connector's shared rate budget is spent for longer than the caller waits."""
+
+
 class IntegrationHTTPError(IntegrationError):
     """The remote answered with an HTTP error status."""
 
-    def __init__(self, message, status_code, method=None, url=None, remote_message=None):
+    def __init__(self, message, status_code, method=None, url=None, remote_message=None, retry_after=None):
         super().__init__(message)
         self.status_code = status_code
         self.method = method
         self.url = url
         self.remote_message = remote_message
+        self.retry_after = retry_after
 
     @property
     def retryable(self):

@@ -1,9 +1,14 @@
 import base64
-import json
+import ipaddress
+import json as json_module
 import logging
+import math
+import random
 import re
 import threading
 import time
+import traceback
+from datetime import datetime, timedelta, timezone
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urljoin, urlsplit
 
@@ -12,15 +17,33 @@ import requests
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from odoo.addons.queue_job.exception import RetryableJobError
+
+from ..core.backoff import parse_retry_after, retry_delay
 from ..core.exceptions import (
+    RETRYABLE_STATUSES,
     IntegrationAuthError,
+    IntegrationCircuitOpenError,
     IntegrationConfigError,
     IntegrationConnectionError,
     IntegrationError,
     IntegrationHTTPError,
+    IntegrationRateLimitedError,
+    IntegrationRefusedError,
     describe_transport_error,
 )
-from ..core.redact import QueryStringRedactingFilter, redact_text, redact_url, register_sensitive_name
+from ..core.redact import (
+    QueryStringRedactingFilter,
+    redact_headers,
+    redact_text,
+    redact_url,
+    register_sensitive_name,
+)
+from ..core.transport import GuardedAdapter
+from ..core.urlsafety import UnsafeURLError, address_problem, check_url
+from .integration_call_log import BODY_LIMIT
+from .integration_connector_metric import IntegrationConnectorMetric, percentile_from_histogram
+from .integration_connector_state import state_cursor
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
 
 _logger = logging.getLogger(__name__)
@@ -37,8 +60,8 @@ _sessions = {}
 _sessions_lock = threading.Lock()
 
 
-def _get_session(dbname, connector_id):
-    key = (dbname, connector_id)
+def _get_session(dbname, connector_id, allow_private):
+    key = (dbname, connector_id, allow_private)
     session = _sessions.get(key)
     if session is None:
         with _sessions_lock:
@@ -48,8 +71,43 @@ def _get_session(dbname, connector_id):
                 # A connector is a machine client: no cookies carried from one call to the next.
                 session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
                 session.trust_env = False
+                # Connections go only to addresses the URL-safety check accepted.
+                adapter = GuardedAdapter(allow_private=allow_private, pool_maxsize=8)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
                 _sessions[key] = session
     return session
+
+
+# Jitter for retry delays; tests seed their own random.Random through this name.
+_jitter_random = random.Random()
+
+
+def _epoch_to_datetime(value):
+    if not value:
+        return False
+    return datetime.fromtimestamp(value, tz=timezone.utc).replace(tzinfo=None)
+
+
+def _is_ip_literal(host):
+    try:
+        ipaddress.ip_address((host or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _error_details(error):
+    """Keyword arguments that rebuild ``error`` with another message."""
+    if isinstance(error, IntegrationHTTPError):
+        return {
+            "status_code": error.status_code,
+            "method": error.method,
+            "url": error.url,
+            "remote_message": error.remote_message,
+            "retry_after": error.retry_after,
+        }
+    return {}
 
 
 class IntegrationConnector(models.Model):
@@ -147,6 +205,77 @@ class IntegrationConnector(models.Model):
     )
     health_path = fields.Char(default="/", help="Path (under the base URL) that 'Test Connection' calls with GET.")
 
+    # Network safety
+    allow_http = fields.Boolean(
+        string="Allow Plain HTTP",
+        tracking=True,
+        help="Off: only https URLs are called. Turn on for a partner server without TLS on a trusted network.",
+    )
+    allow_private_network = fields.Boolean(
+        tracking=True,
+        help="Off: loopback, private, link-local (cloud metadata), CGNAT and unique-local addresses are "
+        "refused, whatever the host name resolves to. Turn on for a partner ERP on your LAN.",
+    )
+
+    # Rate limit, shared by every worker and server on the database
+    rate_limit = fields.Integer(
+        string="Rate Limit",
+        default=0,
+        help="Most calls per period sent to this API (0: no limit). Shared by all Odoo workers.",
+    )
+    rate_limit_period = fields.Selection(
+        [("second", "per second"), ("minute", "per minute")], default="minute", required=True
+    )
+    rate_limit_burst = fields.Integer(
+        string="Burst", default=1, help="Calls that may go back to back when the budget is full."
+    )
+    rate_limit_max_wait = fields.Float(
+        string="Max Wait (s)",
+        default=2.0,
+        help="A call waits at most this long for its turn; beyond it a job is rescheduled and a "
+        "button says when to try again.",
+    )
+
+    # Retry policy for jobs
+    retry_max_attempts = fields.Integer(string="Max Attempts", default=5)
+    retry_backoff_base = fields.Float(string="Backoff Base (s)", default=2.0)
+    retry_backoff_cap = fields.Float(string="Backoff Cap (s)", default=300.0)
+
+    # Circuit breaker
+    circuit_threshold = fields.Integer(
+        string="Open After Failures",
+        default=5,
+        help="Consecutive retryable failures that open the circuit (0: no circuit breaker).",
+    )
+    circuit_reset_timeout = fields.Float(
+        string="Reset Timeout (s)", default=60.0, help="How long the circuit stays open before one probe call."
+    )
+    circuit_state = fields.Selection(
+        [("closed", "Closed"), ("open", "Open"), ("half_open", "Half-open")],
+        compute="_compute_runtime_state",
+    )
+    circuit_failures = fields.Integer(string="Consecutive Failures", compute="_compute_runtime_state")
+    circuit_opened_at = fields.Datetime(string="Opened At", compute="_compute_runtime_state")
+    circuit_last_failure_at = fields.Datetime(string="Last Failure", compute="_compute_runtime_state")
+    circuit_last_error = fields.Char(string="Last Failure Reason", compute="_compute_runtime_state")
+
+    # Metrics
+    calls_1h = fields.Integer(string="Calls (1 h)", compute="_compute_metrics")
+    success_rate_1h = fields.Float(string="Success Rate (1 h, %)", compute="_compute_metrics", digits=(5, 1))
+    latency_p95_1h = fields.Integer(string="p95 Latency (1 h, ms)", compute="_compute_metrics")
+    calls_24h = fields.Integer(string="Calls (24 h)", compute="_compute_metrics")
+    success_rate_24h = fields.Float(string="Success Rate (24 h, %)", compute="_compute_metrics", digits=(5, 1))
+    latency_p95_24h = fields.Integer(string="p95 Latency (24 h, ms)", compute="_compute_metrics")
+    error_count = fields.Integer(compute="_compute_error_count")
+
+    # Debug switch
+    debug_until = fields.Datetime(
+        string="Record Calls Until",
+        copy=False,
+        tracking=True,
+        help="While set in the future, every call is recorded (redacted, truncated) in the call log.",
+    )
+
     # Status
     health_state = fields.Selection(
         selection=[("unknown", "Unknown"), ("ok", "Healthy"), ("failing", "Failing")],
@@ -164,6 +293,10 @@ class IntegrationConnector(models.Model):
 
     _sql_constraints = [
         ("code_uniq", "unique(code)", "Another connector already uses this code."),
+        ("rate_limit_positive", "CHECK(rate_limit >= 0)", "The rate limit cannot be negative."),
+        ("rate_limit_burst_positive", "CHECK(rate_limit_burst >= 1)", "The burst must be at least 1."),
+        ("retry_max_attempts_positive", "CHECK(retry_max_attempts >= 1)", "At least one attempt is needed."),
+        ("circuit_threshold_positive", "CHECK(circuit_threshold >= 0)", "The failure threshold cannot be negative."),
         ("timeout_connect_positive", "CHECK(timeout_connect > 0)", "The connect timeout must be positive."),
         ("timeout_read_positive", "CHECK(timeout_read > 0)", "The read timeout must be positive."),
     ]
@@ -173,6 +306,69 @@ class IntegrationConnector(models.Model):
         colors = {"ok": 10, "failing": 1}
         for connector in self:
             connector.color = colors.get(connector.health_state, 0)
+
+    def _compute_runtime_state(self):
+        # Read live from the shared-state connection: the state is not transactional, and a
+        # long transaction must not show a breaker as it was when that transaction began.
+        states = {}
+        if self.ids:
+            with state_cursor(self.env.cr.dbname) as cr:
+                cr.execute(
+                    """SELECT connector_id, circuit_state, circuit_failures, circuit_opened_at,
+                              circuit_last_failure_at, circuit_last_error
+                         FROM integration_connector_state WHERE connector_id IN %s""",
+                    [tuple(self.ids)],
+                )
+                states = {row[0]: row[1:] for row in cr.fetchall()}
+        for connector in self:
+            state, failures, opened_at, last_failure_at, last_error = states.get(
+                connector.id, ("closed", 0, None, None, None)
+            )
+            connector.circuit_state = state
+            connector.circuit_failures = failures
+            connector.circuit_opened_at = _epoch_to_datetime(opened_at)
+            connector.circuit_last_failure_at = _epoch_to_datetime(last_failure_at)
+            connector.circuit_last_error = last_error or False
+
+    def _compute_metrics(self):
+        now = fields.Datetime.now()
+        for connector in self:
+            for suffix, hours in (("1h", 1), ("24h", 24)):
+                calls, ok, histogram = connector._metrics_since(now - timedelta(hours=hours))
+                connector[f"calls_{suffix}"] = calls
+                connector[f"success_rate_{suffix}"] = (100.0 * ok / calls) if calls else 0.0
+                connector[f"latency_p95_{suffix}"] = percentile_from_histogram(histogram, 0.95) or 0
+
+    def _metrics_since(self, since):
+        """(calls, successes, latency histogram) from the hourly buckets since ``since``."""
+        if not self.id:
+            return 0, 0, []
+        with state_cursor(self.env.cr.dbname) as cr:
+            return self._metrics_query(cr, since)
+
+    def _metrics_query(self, cr, since):
+        cr.execute(
+            """SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(ok), 0),
+                      (SELECT array_agg(total ORDER BY position) FROM (
+                          SELECT position, SUM(value) AS total
+                            FROM integration_connector_metric m2,
+                                 unnest(m2.histogram) WITH ORDINALITY AS h(value, position)
+                           WHERE m2.connector_id = %(id)s AND m2.hour >= date_trunc('hour', %(since)s::timestamp)
+                        GROUP BY position) buckets)
+                 FROM integration_connector_metric
+                WHERE connector_id = %(id)s AND hour >= date_trunc('hour', %(since)s::timestamp)""",
+            {"id": self.id, "since": since},
+        )
+        calls, ok, histogram = cr.fetchone()
+        return calls, ok, [int(v) for v in (histogram or [])]
+
+    def _compute_error_count(self):
+        groups = self.env["integration.error"]._read_group(
+            [("connector_id", "in", self.ids), ("state", "=", "new")], ["connector_id"], ["__count"]
+        )
+        counts = {connector.id: count for connector, count in groups}
+        for connector in self:
+            connector.error_count = counts.get(connector.id, 0)
 
     @api.constrains("code")
     def _check_code(self):
@@ -274,6 +470,38 @@ class IntegrationConnector(models.Model):
             },
         }
 
+    def action_reset_circuit(self):
+        """Button: close the circuit and lift any Retry-After block now."""
+        self.check_access("write")
+        with state_cursor(self.env.cr.dbname) as cr:
+            for connector in self:
+                self.env["integration.connector.state"]._reset(cr, connector.id)
+                connector._message_log(body=self.env._("Circuit breaker reset by %s.", self.env.user.name))
+        return True
+
+    def action_debug_start(self):
+        """Button: record every call for the next hour."""
+        self.check_access("write")
+        self.write({"debug_until": fields.Datetime.now() + timedelta(hours=1)})
+        return True
+
+    def action_debug_stop(self):
+        self.write({"debug_until": False})
+        return True
+
+    def action_open_errors(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_error_action")
+        action["domain"] = [("connector_id", "=", self.id)]
+        action["context"] = {"search_default_filter_new": 1}
+        return action
+
+    def action_open_call_logs(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_call_log_action")
+        action["domain"] = [("connector_id", "=", self.id)]
+        return action
+
     def action_rotate_secrets(self):
         """Button (managers): re-encrypt every connector secret with the current key."""
         self.check_access("write")
@@ -298,7 +526,9 @@ class IntegrationConnector(models.Model):
         started = time.monotonic()
         status_code = 0
         try:
-            response = self._request("GET", self.health_path or "/", raise_for_status=False)
+            response = self._request(
+                "GET", self.health_path or "/", raise_for_status=False, operation="Test connection", log_errors=False
+            )
             status_code = response.status_code
             ok = response.ok
             if ok:
@@ -339,61 +569,307 @@ class IntegrationConnector(models.Model):
         headers=None,
         timeout=None,
         raise_for_status=True,
+        operation=None,
+        related=None,
+        log_errors=True,
     ):
         """Call the API; the one path every outbound call of this addon takes.
 
+        Applies URL safety, the shared rate limit and circuit breaker, authentication,
+        timeouts; counts the call in the hourly metrics; records failures in the error log.
+
         :param path: path under the base URL, or an absolute URL on the same host
         :param timeout: ``(connect, read)`` seconds overriding the connector's defaults
+        :param operation: what is being done, for the error log (default "METHOD path")
+        :param related: the Odoo record the call is about, linked from the error log
+        :param log_errors: False for diagnostics (Test Connection) that report themselves
         :return: the ``requests.Response``
-        :raises IntegrationError: typed, with secrets redacted from its message
+        :raises IntegrationError: typed, with secrets redacted from its message; inside a
+            queue job, a retryable failure becomes ``RetryableJobError(seconds=...)``
+            until the connector's attempts are spent
         """
         self.ensure_one()
-        url = self._build_url(path)
-        request_headers = self._parse_default_headers()
-        request_headers.update(headers or {})
-        kwargs = {
-            "params": dict(params or {}),
-            "json": json,
-            "data": data,
-            "files": files,
-            "headers": request_headers,
-            "timeout": timeout or (self.timeout_connect, self.timeout_read),
-            "verify": self.verify_tls,
-            "allow_redirects": False,
-        }
-        if not self.verify_tls:
-            _logger.warning("Connector %s: calling %s without TLS certificate verification", self.code, redact_url(url))
-        response = self._send_authenticated(method, url, kwargs)
-        if response.status_code == 401 and self.auth_type == "oauth2":
-            # The token may have been revoked or expired early: one fresh token, one retry.
-            _logger.info("Connector %s: 401 with a cached OAuth2 token, fetching a new one", self.code)
-            self._oauth2_invalidate_token()
+        operation = operation or f"{method} {urlsplit(path or '/').path or '/'}"
+        url = kwargs = None
+        try:
+            url = self._build_url(path)
+            request_headers = self._parse_default_headers()
+            request_headers.update(headers or {})
+            kwargs = {
+                "params": dict(params or {}),
+                "json": json,
+                "data": data,
+                "files": files,
+                "headers": request_headers,
+                "timeout": timeout or (self.timeout_connect, self.timeout_read),
+                "verify": self.verify_tls,
+                "allow_redirects": False,
+            }
+            if not self.verify_tls:
+                _logger.warning(
+                    "Connector %s: calling %s without TLS certificate verification", self.code, redact_url(url)
+                )
             response = self._send_authenticated(method, url, kwargs)
-        if raise_for_status and response.status_code >= 400:
-            raise self._http_error(method, url, response)
-        return response
+            if response.status_code == 401 and self.auth_type == "oauth2":
+                # The token may have been revoked or expired early: one fresh token, one retry.
+                _logger.info("Connector %s: 401 with a cached OAuth2 token, fetching a new one", self.code)
+                self._oauth2_invalidate_token()
+                response = self._send_authenticated(method, url, kwargs)
+            if raise_for_status and response.status_code >= 400:
+                raise self._http_error(method, url, response)
+            return response
+        except IntegrationError as error:
+            raise self._handle_failure(error, method, url, operation, related, log_errors, kwargs) from None
 
     def _send_authenticated(self, method, url, kwargs):
-        self._sensitive_param_names()
+        """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping."""
+        dbname = self.env.cr.dbname
+        State = self.env["integration.connector.state"]
+        with state_cursor(dbname) as cr:
+            admission, reservation, _state = State._admit(cr, self, self.rate_limit_max_wait)
+            if not admission.allowed:
+                IntegrationConnectorMetric._add(cr, self.id, "refused", 0)
+                raise IntegrationCircuitOpenError(
+                    self.env._(
+                        "Connector %(code)s: circuit open after repeated failures; no call sent. "
+                        "Next try in %(seconds).0f s.",
+                        code=self.code,
+                        seconds=admission.retry_in,
+                    ),
+                    retry_in=admission.retry_in,
+                )
+            if reservation is not None and not reservation.granted:
+                IntegrationConnectorMetric._add(cr, self.id, "refused", 0)
+                raise IntegrationRateLimitedError(
+                    self.env._(
+                        "Connector %(code)s: rate limit reached; no call sent. Next slot in %(seconds).1f s.",
+                        code=self.code,
+                        seconds=reservation.wait,
+                    ),
+                    retry_in=reservation.wait,
+                )
+        if reservation is not None and reservation.wait > 0:
+            time.sleep(reservation.wait)  # our reserved slot: short by construction (max wait)
         call_kwargs = dict(kwargs, headers=dict(kwargs["headers"]), params=dict(kwargs["params"]))
+        self._sensitive_param_names()
         self._auth_apply(call_kwargs)
-        session = _get_session(self.env.cr.dbname, self.id)
+        session = _get_session(dbname, self.id, self.allow_private_network)
         started = time.monotonic()
+        response = error = None
         try:
             response = session.request(method, url, **call_kwargs)
         except requests.exceptions.RequestException as exc:
-            raise self._connection_error(method, url, exc) from None
+            error = self._connection_error(method, url, exc)
+        except UnsafeURLError as exc:
+            error = IntegrationConfigError(
+                self.env._(
+                    "Connector %(code)s: %(url)s refused: %(reason)s", code=self.code, url=redact_url(url), reason=exc
+                )
+            )
+        latency_ms = (time.monotonic() - started) * 1000
+        self._account_call(method, url, response, error, latency_ms, call_kwargs)
+        if error is not None:
+            raise error
+        return response
+
+    def _account_call(self, method, url, response, error, latency_ms, call_kwargs):
+        """Metrics, breaker, Retry-After and debug log for one exchange."""
+        retry_after = None
+        if error is not None:
+            outcome = "refused" if isinstance(error, IntegrationConfigError) else "connection_error"
+            success = not error.retryable
+            reason = str(error)
+        else:
+            status = response.status_code
+            if status in RETRYABLE_STATUSES:
+                outcome, success = "retryable_error", False
+                if status == 429:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if retry_after is None:
+                        retry_after = float(self.retry_backoff_base)
+            elif status >= 400:
+                outcome, success = "client_error", True  # the remote is up and answering
+            else:
+                outcome, success = "ok", True
+            reason = f"HTTP {status}"
+        with state_cursor(self.env.cr.dbname) as cr:
+            IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
+            if not success or retry_after is not None or self._state_needs_report(cr):
+                self.env["integration.connector.state"]._report(
+                    cr, self, success, error=None if success else reason, retry_after=retry_after
+                )
         _logger.debug(
             "Connector %s: %s %s -> %s in %.0f ms",
             self.code,
             method,
             redact_url(url, self._sensitive_param_names()),
-            response.status_code,
-            (time.monotonic() - started) * 1000,
+            response.status_code if response is not None else type(error).__name__,
+            latency_ms,
         )
-        return response
+        if self.debug_until and self.debug_until > fields.Datetime.now():
+            self._record_debug_call(method, url, response, error, latency_ms, outcome, call_kwargs)
+
+    def _state_needs_report(self, cr):
+        """True when a success must be written: the breaker is not (quietly) closed."""
+        if not self.circuit_threshold:
+            return False
+        cr.execute(
+            "SELECT circuit_state <> 'closed' OR circuit_failures > 0 FROM integration_connector_state"
+            " WHERE connector_id = %s",
+            [self.id],
+        )
+        row = cr.fetchone()
+        return bool(row and row[0])
+
+    def _record_debug_call(self, method, url, response, error, latency_ms, outcome, call_kwargs):
+        secrets = self._known_secret_values()
+        names = self._sensitive_param_names()
+        body = call_kwargs.get("json")
+        body = json_module.dumps(body) if body is not None else call_kwargs.get("data")
+        prepared_url = response.request.url if response is not None else url
+        values = {
+            "connector_id": self.id,
+            "method": method,
+            "url": redact_url(prepared_url, names),
+            "status_code": response.status_code if response is not None else 0,
+            "latency_ms": int(latency_ms),
+            "outcome": outcome,
+            "request_headers": json_module.dumps(
+                redact_headers(response.request.headers if response is not None else call_kwargs["headers"], names),
+                indent=1,
+                default=str,
+            ),
+            "request_body": redact_text(body, secrets, limit=BODY_LIMIT) if body else False,
+            "response_headers": json_module.dumps(redact_headers(dict(response.headers)), indent=1)
+            if response is not None
+            else False,
+            "response_body": redact_text(response.text, secrets, limit=BODY_LIMIT) if response is not None else False,
+            "error": str(error) if error is not None else False,
+        }
+        self.env["integration.call.log"]._record(values)
+
+    def _handle_failure(self, error, method, url, operation, related, log_errors, kwargs=None):
+        """What a failed call raises: a job retry, or the typed error (recorded in the log)."""
+        job_uuid = self.env.context.get("job_uuid")
+        if isinstance(error, IntegrationRefusedError):
+            # Nothing was sent: wait for the breaker or the budget without spending an attempt.
+            if job_uuid:
+                return RetryableJobError(str(error), seconds=max(1, math.ceil(error.retry_in)), ignore_retry=True)
+            return error
+        exhausted = False
+        if job_uuid and error.retryable:
+            attempt = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1).retry
+            if attempt + 1 < self.retry_max_attempts:
+                delay = retry_delay(
+                    attempt,
+                    self.retry_backoff_base,
+                    self.retry_backoff_cap,
+                    retry_after=getattr(error, "retry_after", None),
+                    rng=_jitter_random,
+                )
+                return RetryableJobError(
+                    self.env._(
+                        "%(error)s (attempt %(attempt)s of %(max)s, next in %(delay).0f s)",
+                        error=error,
+                        attempt=attempt + 1,
+                        max=self.retry_max_attempts,
+                        delay=delay,
+                    ),
+                    seconds=max(1, math.ceil(delay)),
+                )
+            exhausted = True
+            error = type(error)(
+                self.env._("%(error)s (gave up after %(max)s attempts)", error=error, max=self.retry_max_attempts),
+                **_error_details(error),
+            )
+        if log_errors and (exhausted or not error.retryable or not job_uuid):
+            self._log_error(error, method, url, operation, related, job_uuid, kwargs)
+        return error
+
+    def _log_error(self, error, method, url, operation, related, job_uuid, kwargs):
+        secrets = self._known_secret_values()
+        names = self._sensitive_param_names()
+        request_excerpt = False
+        if kwargs:
+            body = kwargs.get("json")
+            body = json_module.dumps(body) if body is not None else kwargs.get("data")
+            request_excerpt = redact_text(
+                f"{method} {redact_url(url, names)}\n"
+                f"{json_module.dumps(redact_headers(kwargs.get('headers') or {}, names))}\n{body or ''}",
+                secrets,
+                limit=2000,
+            )
+        self.env["integration.error"]._record(
+            self,
+            {
+                "operation": operation,
+                "method": method,
+                "url": redact_url(url, names) if url else False,
+                "status_code": getattr(error, "status_code", 0) or 0,
+                "error_class": type(error).__name__,
+                "is_retryable": error.retryable,
+                "message": redact_text(str(error), secrets),
+                "request_excerpt": request_excerpt,
+                "response_excerpt": getattr(error, "remote_message", None) or False,
+                "traceback": redact_text("".join(traceback.format_stack(limit=12)), secrets),
+                "res_model": related._name if related else False,
+                "res_id": related.id if related else False,
+                "job_uuid": job_uuid,
+            },
+        )
+
+    def _rate_per_second(self):
+        if not self.rate_limit:
+            return 0.0
+        return self.rate_limit / (60.0 if self.rate_limit_period == "minute" else 1.0)
+
+    def _enqueue_call(self, method, path, *, params=None, json=None, operation=None, priority=None, eta=None):
+        """Queue one outbound call as a job on ``root.integration.outbound``.
+
+        The job retries transient failures per the connector's policy. Its arguments are
+        the call's business data only: credentials are applied when it runs.
+        """
+        self.ensure_one()
+        return self.with_delay(
+            channel="root.integration.outbound",
+            description=self.env._(
+                "%(connector)s: %(operation)s", connector=self.name, operation=operation or f"{method} {path}"
+            ),
+            # A safety net above the connector's own limit, which decides (see _handle_failure).
+            max_retries=self.retry_max_attempts + 1,
+            priority=priority,
+            eta=eta,
+        )._job_call(method, path, params=params, json=json, operation=operation)
+
+    def _job_call(self, method, path, params=None, json=None, operation=None):  # noqa: A002
+        """Queue job entry point: one call through ``_request``."""
+        response = self._request(method, path, params=params, json=json, operation=operation)
+        return f"HTTP {response.status_code}"
 
     def _build_url(self, path):
+        url = self._join_url(path)
+        self._check_outbound_url(url)
+        return url
+
+    def _check_outbound_url(self, url):
+        """Scheme and, for IP literals, address checks before anything is sent.
+
+        Host names are checked when the connection is made (``core.transport``), on the
+        addresses actually connected to; this early check gives the clear error sooner.
+        """
+        try:
+            check_url(url, allow_http=self.allow_http)
+            host = urlsplit(url).hostname
+            if not self.allow_private_network and _is_ip_literal(host) and address_problem(host):
+                raise UnsafeURLError(f"{host} is a {address_problem(host)} address")
+        except UnsafeURLError as exc:
+            raise IntegrationConfigError(
+                self.env._(
+                    "Connector %(code)s: %(url)s refused: %(reason)s", code=self.code, url=redact_url(url), reason=exc
+                )
+            ) from None
+
+    def _join_url(self, path):
         base = (self.base_url or "").rstrip("/") + "/"
         if not path:
             return base
@@ -415,7 +891,7 @@ class IntegrationConnector(models.Model):
         if not self.default_headers or not self.default_headers.strip():
             return {}
         try:
-            headers = json.loads(self.default_headers)
+            headers = json_module.loads(self.default_headers)
         except ValueError as exc:
             raise ValidationError(self.env._("Default Headers must be a JSON object: %(error)s", error=exc)) from None
         if not isinstance(headers, dict) or not all(
@@ -514,7 +990,8 @@ class IntegrationConnector(models.Model):
 
     def _oauth2_post_token_request(self, data, auth):
         url = self.oauth2_token_url
-        session = _get_session(self.env.cr.dbname, self.id)
+        self._check_outbound_url(url)
+        session = _get_session(self.env.cr.dbname, self.id, self.allow_private_network)
         try:
             response = session.post(
                 url,
@@ -527,6 +1004,10 @@ class IntegrationConnector(models.Model):
             )
         except requests.exceptions.RequestException as exc:
             raise self._connection_error("POST", url, exc) from None
+        except UnsafeURLError as exc:
+            raise IntegrationConfigError(
+                self.env._("Connector %(code)s: token URL refused: %(reason)s", code=self.code, reason=exc)
+            ) from None
         try:
             payload = response.json()
         except ValueError:
@@ -595,6 +1076,7 @@ class IntegrationConnector(models.Model):
             method=method,
             url=safe_url,
             remote_message=remote,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
     def _connection_error(self, method, url, exc):

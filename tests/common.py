@@ -4,9 +4,13 @@ import datetime
 import ipaddress
 import json
 import os
+import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from odoo import SUPERUSER_ID, api, sql_db
 from odoo.tests import common
 from odoo.tools import config
 
@@ -36,6 +41,7 @@ class ReceivedRequest:
     query: dict
     headers: dict
     body: bytes
+    received_at: float = field(default_factory=time.time)
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -69,7 +75,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.received.append(request)
         reply = self.server.responder(request)
         payload = reply.body
-        if not isinstance(payload, bytes | str):
+        if reply.status in (204, 304):
+            payload = b""  # no body allowed
+        elif not isinstance(payload, bytes | str):
             payload = json.dumps(payload)
             reply.headers.setdefault("Content-Type", "application/json")
         if isinstance(payload, str):
@@ -94,8 +102,12 @@ class LocalServer:
     With ``tls=True`` it serves HTTPS with a freshly made self-signed certificate.
     """
 
-    def __init__(self, responder=None, tls=False):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    def __init__(self, responder=None, tls=False, family=socket.AF_INET):
+        server_class = ThreadingHTTPServer
+        if family == socket.AF_INET6:
+            server_class = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        self.httpd = server_class(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0), _Handler)
+        self.host = "[::1]" if family == socket.AF_INET6 else "127.0.0.1"
         self.httpd.daemon_threads = True
         self.httpd.lock = threading.Lock()
         self.httpd.received = []
@@ -113,7 +125,7 @@ class LocalServer:
 
     @property
     def url(self):
-        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        return f"{self.scheme}://{self.host}:{self.httpd.server_address[1]}"
 
     @property
     def received(self):
@@ -174,6 +186,17 @@ def encryption_keys(keys):
         yield
 
 
+def _resolves_to_loopback_only(host):
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}
+    return bool(addresses) and all(
+        (a.ipv4_mapped or a).is_loopback if a.version == 6 else a.is_loopback for a in addresses
+    )
+
+
 class IntegrationHubMixin:
     """Set-up shared by the integration_hub tests (``_setup_env``, ``_setup_records``)."""
 
@@ -181,8 +204,10 @@ class IntegrationHubMixin:
     def _request_handler(cls, session, prepared, /, **kwargs):
         # Odoo's handler raises the timeouts of local calls to 10 s and cannot compare our
         # (connect, read) tuples; calls to 127.0.0.1 go out untouched, others stay blocked.
-        if urlsplit(prepared.url).hostname in ("127.0.0.1", "localhost"):
+        if _resolves_to_loopback_only(urlsplit(prepared.url).hostname):
             return common._super_send(session, prepared, **kwargs)
+        if isinstance(kwargs.get("timeout"), tuple):
+            kwargs["timeout"] = max(kwargs["timeout"])
         return super()._request_handler(session, prepared, **kwargs)
 
     @classmethod
@@ -226,6 +251,9 @@ class IntegrationHubMixin:
             "health_path": "/health",
             "timeout_connect": 5,
             "timeout_read": 5,
+            # The test servers listen on 127.0.0.1 over plain http.
+            "allow_http": True,
+            "allow_private_network": True,
         }
         vals.update(values)
         return cls.env["integration.connector"].create(vals)
@@ -239,5 +267,80 @@ class IntegrationHubCase(IntegrationHubMixin, common.TransactionCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        # Errors and call logs are written through fresh cursors (the failing transaction
+        # rolls back); in test mode those cursors share the test's transaction.
+        cls.registry.enter_test_mode(cls.cr)
+        cls.addClassCleanup(cls.registry.leave_test_mode)
         cls._setup_env()
         cls._setup_records()
+
+
+WORKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "lib", "call_worker.py")
+
+
+class CommittedConnector:
+    """A connector committed for real, so that other OS processes can use it.
+
+    Test transactions are invisible to other processes; this one is created and deleted
+    through its own cursor.
+    """
+
+    def __init__(self, dbname, values):
+        self.dbname = dbname
+        with sql_db.db_connect(dbname).cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            self.id = env["integration.connector"].create(values).id
+
+    def read_state(self):
+        """(circuit state, consecutive failures, opened at as epoch seconds)."""
+        with sql_db.db_connect(self.dbname).cursor() as cr:
+            cr.execute(
+                "SELECT circuit_state, circuit_failures, circuit_opened_at"
+                " FROM integration_connector_state WHERE connector_id = %s",
+                [self.id],
+            )
+            return cr.fetchone()
+
+    def delete(self):
+        with sql_db.db_connect(self.dbname).cursor() as cr:
+            api.Environment(cr, SUPERUSER_ID, {})["integration.connector"].browse(self.id).unlink()
+
+
+def run_workers(dbname, connector_id, calls, count=1, path="/", start_in=4.0, timeout=120, bare=False):
+    """Start ``count`` OS processes making ``calls`` calls each; returns their JSON results."""
+    start_at = time.time() + start_in
+    command = [
+        sys.executable,
+        WORKER,
+        "--config",
+        config.rcfile,
+        "--db",
+        dbname,
+        "--connector",
+        str(connector_id),
+        "--calls",
+        str(calls),
+        "--path",
+        path,
+        "--start-at",
+        str(start_at),
+    ]
+    if bare:
+        command.append("--bare")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_odoo_root(), os.environ.get("PYTHONPATH")])))
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _i in range(count)
+    ]
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=timeout)
+        if process.returncode:
+            raise AssertionError(f"worker failed ({process.returncode}): {err.decode()[-2000:]}")
+        results.append(json.loads(out))
+    return results
+
+
+def _odoo_root():
+    import odoo
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(odoo.__file__)))

@@ -40,7 +40,14 @@ class TestAccess(IntegrationHubCase):
     def test_manager_configures(self):
         Connector = self.env["integration.connector"].with_user(self.manager)
         connector = Connector.create(
-            {"name": "By manager", "code": "by-manager", "base_url": self.server.url, "bearer_token": "bt-mgr"}
+            {
+                "name": "By manager",
+                "code": "by-manager",
+                "base_url": self.server.url,
+                "bearer_token": "bt-mgr",
+                "allow_http": True,
+                "allow_private_network": True,
+            }
         )
         connector.write({"auth_type": "bearer"})
         connector._request("GET", "/ping")

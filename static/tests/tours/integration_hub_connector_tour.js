@@ -34,6 +34,23 @@ registry.category("web_tour.tours").add("integration_hub_connector_tour", {
             run: "edit /ping",
         },
         {
+            content: "The partner server is on this machine, over http",
+            trigger: ".o_notebook .nav-link:contains('Reliability')",
+            run: "click",
+        },
+        {
+            trigger: ".o_field_widget[name='allow_http'] input",
+            run: "check",
+        },
+        {
+            trigger: ".o_field_widget[name='allow_private_network'] input",
+            run: "check",
+        },
+        {
+            trigger: ".o_notebook .nav-link:contains('Authentication')",
+            run: "click",
+        },
+        {
             content: "Choose bearer authentication",
             trigger: ".o_field_widget[name='auth_type'] select",
             run: "select \"bearer\"",
