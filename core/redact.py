@@ -6,7 +6,7 @@ a chatter message or a job argument.
 
 import logging
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -61,7 +61,9 @@ def redact_text(text, secrets=(), limit=None):
     if text is None:
         return ""
     text = str(text)
-    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+    # Also the encoded forms a secret takes in a URL or a form body a remote may echo.
+    forms = {form for s in secrets if s and len(s) >= 4 for form in (s, quote(s, safe=""), quote_plus(s, safe=""))}
+    for secret in sorted(forms, key=len, reverse=True):
         text = text.replace(secret, MASK)
     text = _CRLF.sub(" ", text)
     if limit and len(text) > limit:

@@ -69,8 +69,6 @@ class GuardedAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
+        result = super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = _POOL_CLASSES[self.allow_private]
-
-    def __setstate__(self, state):  # pragma: no cover - requests pickles adapters
-        super().__setstate__(state)
+        return result

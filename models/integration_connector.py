@@ -8,9 +8,10 @@ import re
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from http.cookiejar import DefaultCookiePolicy
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, quote_plus, urljoin, urlsplit
 
 import requests
 
@@ -34,6 +35,7 @@ from ..core.exceptions import (
 )
 from ..core.redact import (
     QueryStringRedactingFilter,
+    is_sensitive_name,
     redact_headers,
     redact_text,
     redact_url,
@@ -43,7 +45,7 @@ from ..core.transport import GuardedAdapter
 from ..core.urlsafety import UnsafeURLError, address_problem, check_url
 from .integration_call_log import BODY_LIMIT
 from .integration_connector_metric import IntegrationConnectorMetric, percentile_from_histogram
-from .integration_connector_state import state_cursor
+from .integration_connector_state import note_breaker_view, state_cursor
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
 
 _logger = logging.getLogger(__name__)
@@ -60,8 +62,10 @@ _sessions = {}
 _sessions_lock = threading.Lock()
 
 
-def _get_session(dbname, connector_id, allow_private):
-    key = (dbname, connector_id, allow_private)
+def _get_session(dbname, connector_id, allow_private, verify_tls):
+    # verify_tls is part of the key: requests (< 2.32) reuses a pooled connection opened
+    # with verify=False for later verified calls, so the two must never share a pool.
+    key = (dbname, connector_id, allow_private, verify_tls)
     session = _sessions.get(key)
     if session is None:
         with _sessions_lock:
@@ -79,6 +83,9 @@ def _get_session(dbname, connector_id, allow_private):
     return session
 
 
+# Fraction of the configured rate the limiter paces at (see _rate_per_second).
+RATE_PACING = 0.99
+
 # Jitter for retry delays; tests seed their own random.Random through this name.
 _jitter_random = random.Random()
 
@@ -95,6 +102,21 @@ def _is_ip_literal(host):
     except ValueError:
         return False
     return True
+
+
+# Advisory lock namespace for OAuth2 token refreshes (the second key is the connector id).
+OAUTH2_LOCK_NAMESPACE = 0x1A7E
+
+
+def _replayable(data, files):
+    """Can this body be sent a second time? (A file or generator is consumed by the first.)"""
+    return files is None and (data is None or isinstance(data, bytes | str | dict | list | tuple))
+
+
+def _is_redirect(response):
+    # Redirects are never followed (a Location may point anywhere); 304 answers a
+    # conditional request and is not one.
+    return 300 <= response.status_code < 400 and response.status_code != 304
 
 
 def _error_details(error):
@@ -219,7 +241,6 @@ class IntegrationConnector(models.Model):
 
     # Rate limit, shared by every worker and server on the database
     rate_limit = fields.Integer(
-        string="Rate Limit",
         default=0,
         help="Most calls per period sent to this API (0: no limit). Shared by all Odoo workers.",
     )
@@ -400,9 +421,13 @@ class IntegrationConnector(models.Model):
                     url=redact_url(url),
                 )
             )
-        if parts.username or parts.password:
+        if parts.username or parts.password or any(is_sensitive_name(k) for k, _v in parse_qsl(parts.query)):
             raise ValidationError(
-                self.env._("%(field)s must not contain credentials: use the Authentication settings.", field=label)
+                self.env._(
+                    "%(field)s must not contain credentials (user info or a key in the query string): "
+                    "use the Authentication settings, whose secrets are encrypted.",
+                    field=label,
+                )
             )
 
     @api.constrains("default_headers")
@@ -439,10 +464,18 @@ class IntegrationConnector(models.Model):
         default = default or {}
         for connector, vals in zip(self, vals_list, strict=True):
             if "code" not in default:
-                vals["code"] = f"{connector.code}-copy"
+                vals["code"] = connector._free_copy_code()
             if "name" not in default:
                 vals["name"] = self.env._("%s (copy)", connector.name)
         return vals_list
+
+    def _free_copy_code(self):
+        Connector = self.with_context(active_test=False)
+        code, number = f"{self.code}-copy", 1
+        while Connector.search_count([("code", "=", code)]):
+            number += 1
+            code = f"{self.code}-copy-{number}"
+        return code
 
     # ------------------------------------------------------------------------------
     # Actions
@@ -505,8 +538,8 @@ class IntegrationConnector(models.Model):
     def action_rotate_secrets(self):
         """Button (managers): re-encrypt every connector secret with the current key."""
         self.check_access("write")
-        count = self.env["integration.connector"]._rotate_secrets()
-        count += self.env["integration.oauth.token"]._rotate_secrets()
+        count = self._rotate_secrets()
+        count += self.env["integration.oauth.token"].sudo().search([("connector_id", "in", self.ids)])._rotate_secrets()
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
@@ -530,7 +563,7 @@ class IntegrationConnector(models.Model):
                 "GET", self.health_path or "/", raise_for_status=False, operation="Test connection", log_errors=False
             )
             status_code = response.status_code
-            ok = response.ok
+            ok = 200 <= status_code < 300
             if ok:
                 message = self.env._("HTTP %(status)s %(reason)s", status=status_code, reason=response.reason or "")
             else:
@@ -596,7 +629,7 @@ class IntegrationConnector(models.Model):
             request_headers = self._parse_default_headers()
             request_headers.update(headers or {})
             kwargs = {
-                "params": dict(params or {}),
+                "params": list(params.items() if isinstance(params, dict) else params or []),
                 "json": json,
                 "data": data,
                 "files": files,
@@ -610,12 +643,13 @@ class IntegrationConnector(models.Model):
                     "Connector %s: calling %s without TLS certificate verification", self.code, redact_url(url)
                 )
             response = self._send_authenticated(method, url, kwargs)
-            if response.status_code == 401 and self.auth_type == "oauth2":
+            if response.status_code == 401 and self.auth_type == "oauth2" and _replayable(data, files):
                 # The token may have been revoked or expired early: one fresh token, one retry.
                 _logger.info("Connector %s: 401 with a cached OAuth2 token, fetching a new one", self.code)
-                self._oauth2_invalidate_token()
+                sent = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
+                self._oauth2_invalidate_token(sent)
                 response = self._send_authenticated(method, url, kwargs)
-            if raise_for_status and response.status_code >= 400:
+            if raise_for_status and (response.status_code >= 400 or _is_redirect(response)):
                 raise self._http_error(method, url, response)
             return response
         except IntegrationError as error:
@@ -626,7 +660,7 @@ class IntegrationConnector(models.Model):
         dbname = self.env.cr.dbname
         State = self.env["integration.connector.state"]
         with state_cursor(dbname) as cr:
-            admission, reservation, _state = State._admit(cr, self, self.rate_limit_max_wait)
+            admission, reservation, state = State._admit(cr, self, self.rate_limit_max_wait)
             if not admission.allowed:
                 IntegrationConnectorMetric._add(cr, self.id, "refused", 0)
                 raise IntegrationCircuitOpenError(
@@ -650,10 +684,10 @@ class IntegrationConnector(models.Model):
                 )
         if reservation is not None and reservation.wait > 0:
             time.sleep(reservation.wait)  # our reserved slot: short by construction (max wait)
-        call_kwargs = dict(kwargs, headers=dict(kwargs["headers"]), params=dict(kwargs["params"]))
+        call_kwargs = dict(kwargs, headers=dict(kwargs["headers"]), params=list(kwargs["params"]))
         self._sensitive_param_names()
         self._auth_apply(call_kwargs)
-        session = _get_session(dbname, self.id, self.allow_private_network)
+        session = _get_session(dbname, self.id, self.allow_private_network, self.verify_tls)
         started = time.monotonic()
         response = error = None
         try:
@@ -667,12 +701,14 @@ class IntegrationConnector(models.Model):
                 )
             )
         latency_ms = (time.monotonic() - started) * 1000
-        self._account_call(method, url, response, error, latency_ms, call_kwargs)
+        # A success changes nothing while the breaker was quietly closed when we were admitted.
+        breaker_was_quiet = state["circuit_state"] == "closed" and not state["circuit_failures"]
+        self._account_call(method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet)
         if error is not None:
             raise error
         return response
 
-    def _account_call(self, method, url, response, error, latency_ms, call_kwargs):
+    def _account_call(self, method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet=False):
         """Metrics, breaker, Retry-After and debug log for one exchange."""
         retry_after = None
         if error is not None:
@@ -693,33 +729,25 @@ class IntegrationConnector(models.Model):
                 outcome, success = "ok", True
             reason = f"HTTP {status}"
         with state_cursor(self.env.cr.dbname) as cr:
-            IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
-            if not success or retry_after is not None or self._state_needs_report(cr):
+            if not success or retry_after is not None or not breaker_was_quiet:
+                IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
                 self.env["integration.connector.state"]._report(
                     cr, self, success, error=None if success else reason, retry_after=retry_after
                 )
-        _logger.debug(
-            "Connector %s: %s %s -> %s in %.0f ms",
-            self.code,
-            method,
-            redact_url(url, self._sensitive_param_names()),
-            response.status_code if response is not None else type(error).__name__,
-            latency_ms,
-        )
+            else:
+                view = IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms, read_state=True)
+                note_breaker_view(cr.connection.info.dbname, self.id, view)
+        if _logger.isEnabledFor(logging.DEBUG):
+            _logger.debug(
+                "Connector %s: %s %s -> %s in %.0f ms",
+                self.code,
+                method,
+                redact_url(url, self._sensitive_param_names()),
+                response.status_code if response is not None else type(error).__name__,
+                latency_ms,
+            )
         if self.debug_until and self.debug_until > fields.Datetime.now():
             self._record_debug_call(method, url, response, error, latency_ms, outcome, call_kwargs)
-
-    def _state_needs_report(self, cr):
-        """True when a success must be written: the breaker is not (quietly) closed."""
-        if not self.circuit_threshold:
-            return False
-        cr.execute(
-            "SELECT circuit_state <> 'closed' OR circuit_failures > 0 FROM integration_connector_state"
-            " WHERE connector_id = %s",
-            [self.id],
-        )
-        row = cr.fetchone()
-        return bool(row and row[0])
 
     def _record_debug_call(self, method, url, response, error, latency_ms, outcome, call_kwargs):
         secrets = self._known_secret_values()
@@ -819,9 +847,12 @@ class IntegrationConnector(models.Model):
         )
 
     def _rate_per_second(self):
+        """The pace of the shared limiter: a hair under the configured rate, so that network
+        jitter (a call delayed, the next one on time) never shows the partner more calls in
+        a window than it allows."""
         if not self.rate_limit:
             return 0.0
-        return self.rate_limit / (60.0 if self.rate_limit_period == "minute" else 1.0)
+        return RATE_PACING * self.rate_limit / (60.0 if self.rate_limit_period == "minute" else 1.0)
 
     def _enqueue_call(self, method, path, *, params=None, json=None, operation=None, priority=None, eta=None):
         """Queue one outbound call as a job on ``root.integration.outbound``.
@@ -894,6 +925,16 @@ class IntegrationConnector(models.Model):
             headers = json_module.loads(self.default_headers)
         except ValueError as exc:
             raise ValidationError(self.env._("Default Headers must be a JSON object: %(error)s", error=exc)) from None
+        if isinstance(headers, dict):
+            sensitive = sorted(name for name in headers if is_sensitive_name(name))
+            if sensitive:
+                raise ValidationError(
+                    self.env._(
+                        "Default Headers must not carry credentials (%(names)s): they are stored in clear and "
+                        "shown to operators. Use the Authentication tab, whose secrets are encrypted.",
+                        names=", ".join(sensitive),
+                    )
+                )
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
@@ -917,7 +958,7 @@ class IntegrationConnector(models.Model):
         key = self._require_secret("api_key")
         name = self.api_key_name.strip()
         if self.api_key_location == "query":
-            kwargs["params"][name] = key
+            kwargs["params"].append((name, key))
         else:
             kwargs["headers"][name] = key
 
@@ -948,15 +989,51 @@ class IntegrationConnector(models.Model):
     # OAuth2: the token lives in integration.oauth.token (shared by every worker).
 
     def _oauth2_access_token(self):
-        token = self.env["integration.oauth.token"].sudo()._for_connector(self)
-        if token._is_usable():
-            return token._get_secret("access_token")
-        payload = self._oauth2_fetch_token(token)
-        token = self.env["integration.oauth.token"].sudo()._store(self, payload)
-        return token._get_secret("access_token")
+        """The cached access token, fetched (by one worker at a time) when missing or due.
 
-    def _oauth2_invalidate_token(self):
-        self.env["integration.oauth.token"].sudo()._for_connector(self)._clear()
+        Read and stored through a cursor of its own, committed at once: a token outlives
+        the job that fetched it even when that job rolls back, and the caller's transaction
+        never locks the token row. Refreshes are serialized with an advisory lock taken
+        before the reading transaction starts, so a waiting worker sees the token the first
+        one stored instead of fetching another.
+        """
+        with self._oauth2_token_env() as env:
+            token = env["integration.oauth.token"]._for_connector(self)
+            if token._is_usable():
+                return token._get_secret("access_token")
+        with state_cursor(self.env.cr.dbname) as lock_cr:
+            lock_cr.execute("SELECT pg_advisory_lock(%s, %s)", [OAUTH2_LOCK_NAMESPACE, self.id])
+            try:
+                with self._oauth2_token_env() as env:
+                    Token = env["integration.oauth.token"]
+                    token = Token._for_connector(self)
+                    if token._is_usable():
+                        return token._get_secret("access_token")
+                    payload = self.with_env(env)._oauth2_fetch_token(token)
+                    return Token._store(self, payload)._get_secret("access_token")
+            finally:
+                lock_cr.execute("SELECT pg_advisory_unlock(%s, %s)", [OAUTH2_LOCK_NAMESPACE, self.id])
+
+    @contextmanager
+    def _oauth2_token_env(self):
+        """A superuser environment on a fresh cursor, or on ours while this connector is
+        not committed yet (created in this very transaction: invisible to other cursors)."""
+        # What this transaction changed on the connector or its token, visible there too.
+        self.flush_recordset()
+        self.env["integration.oauth.token"].flush_model()
+        with self.env.registry.cursor() as cr:
+            env = self.env(cr=cr, su=True)
+            if env["integration.connector"].browse(self.id).exists():
+                yield env
+                return
+        yield self.env(su=True)
+
+    def _oauth2_invalidate_token(self, rejected_token):
+        """Forget the access token the API refused (not one another worker stored since)."""
+        with self._oauth2_token_env() as env:
+            token = env["integration.oauth.token"]._for_connector(self)
+            if token.access_token_encrypted and token._get_secret("access_token") == rejected_token:
+                token._clear_access()
 
     def _oauth2_fetch_token(self, current_token):
         """Ask the authorization server for a token; dispatched on the grant type.
@@ -986,12 +1063,15 @@ class IntegrationConnector(models.Model):
         secret = self._require_secret("oauth2_client_secret")
         if self.oauth2_client_auth == "body":
             return dict(data, client_id=client_id, client_secret=secret), None
-        return data, requests.auth.HTTPBasicAuth(client_id.encode(), secret.encode())
+        # RFC 6749 2.3.1: form-urlencode both before the Basic encoding.
+        return data, requests.auth.HTTPBasicAuth(
+            quote_plus(client_id, safe="").encode(), quote_plus(secret, safe="").encode()
+        )
 
     def _oauth2_post_token_request(self, data, auth):
         url = self.oauth2_token_url
         self._check_outbound_url(url)
-        session = _get_session(self.env.cr.dbname, self.id, self.allow_private_network)
+        session = _get_session(self.env.cr.dbname, self.id, self.allow_private_network, self.verify_tls)
         try:
             response = session.post(
                 url,
@@ -1012,6 +1092,9 @@ class IntegrationConnector(models.Model):
             payload = response.json()
         except ValueError:
             payload = {}
+        if response.status_code in RETRYABLE_STATUSES:
+            # The authorization server is down or throttling: try again later, like any call.
+            raise self._http_error("POST", url, response)
         if response.status_code != 200 or not isinstance(payload, dict) or not payload.get("access_token"):
             remote = ""
             if isinstance(payload, dict) and payload.get("error"):
@@ -1049,9 +1132,13 @@ class IntegrationConnector(models.Model):
             # The form it travels in, should a remote echo the Authorization header back.
             credentials = f"{self.sudo().basic_username}:{self._get_secret('basic_password')}"
             values.append(base64.b64encode(credentials.encode()).decode())
-        token = self.env["integration.oauth.token"].sudo().search([("connector_id", "=", self.id)], limit=1)
-        if token.access_token_encrypted:
-            values.append(token._get_secret("access_token"))
+        if self.auth_type == "oauth2":
+            # Through the token's own cursor: ours may predate the token now in use.
+            with self._oauth2_token_env() as env:
+                token = env["integration.oauth.token"].search([("connector_id", "=", self.id)], limit=1)
+                for name in ("access_token", "refresh_token"):
+                    if token[f"{name}_encrypted"]:
+                        values.append(token._get_secret(name))
         return values
 
     def _redact(self, text, limit=None):
@@ -1063,6 +1150,11 @@ class IntegrationConnector(models.Model):
     def _http_error(self, method, url, response):
         safe_url = redact_url(url, self._sensitive_param_names())
         remote = self._remote_message(response)
+        if _is_redirect(response):
+            remote = self.env._(
+                "redirected to %(location)s (redirects are not followed: fix the base URL or path)",
+                location=redact_url(response.headers.get("Location", "?"), self._sensitive_param_names()),
+            )
         return IntegrationHTTPError(
             self.env._(
                 "%(method)s %(url)s failed: HTTP %(status)s %(reason)s%(remote)s",

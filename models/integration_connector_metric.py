@@ -79,8 +79,12 @@ class IntegrationConnectorMetric(models.Model):
         )
 
     @staticmethod
-    def _add(cr, connector_id, outcome, latency_ms):
-        """Count one call (one statement; ``outcome`` in OUTCOMES)."""
+    def _add(cr, connector_id, outcome, latency_ms, read_state=False):
+        """Count one call (one statement; ``outcome`` in OUTCOMES).
+
+        With ``read_state``, the same round trip also returns the connector's breaker view
+        (circuit state, consecutive failures, blocked by a Retry-After now).
+        """
         if outcome not in OUTCOMES:
             raise ValueError(outcome)
         index = bucket_index(latency_ms)
@@ -96,7 +100,15 @@ class IntegrationConnectorMetric(models.Model):
                 {outcome} = m.{outcome} + 1,
                 latency_sum_ms = m.latency_sum_ms + EXCLUDED.latency_sum_ms,
                 latency_max_ms = GREATEST(m.latency_max_ms, EXCLUDED.latency_max_ms),
-                histogram[%(index)s] = m.histogram[%(index)s] + 1
-            """,  # noqa: S608 - outcome is checked against OUTCOMES
+                histogram[%(index)s] = m.histogram[%(index)s] + 1;
+            """  # noqa: S608 - outcome is checked against OUTCOMES
+            + (
+                """SELECT circuit_state, circuit_failures,
+                          COALESCE(rate_blocked_until > extract(epoch FROM clock_timestamp()), false)
+                     FROM integration_connector_state WHERE connector_id = %(id)s"""
+                if read_state
+                else ""
+            ),
             {"id": connector_id, "ms": latency_ms, "first": first, "index": index},
         )
+        return cr.fetchone() if read_state else None

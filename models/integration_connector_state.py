@@ -1,5 +1,6 @@
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 import psycopg2
@@ -18,6 +19,23 @@ _local = threading.local()
 
 # How often a compare-and-swap is retried when another worker changed the row first.
 CAS_ATTEMPTS = 20
+
+# A connector without a rate limit needs no slot: while its breaker was seen quiet
+# (closed, no failures, no Retry-After block) less than this many seconds ago, by the
+# statement that counted this process's previous call, a call goes without reading the
+# state first. Another process's breaker opening reaches this one at most this late.
+QUIET_VIEW_TTL = 1.0
+_quiet_views = {}  # (dbname, connector id) -> time.monotonic() when seen quiet
+
+
+def note_breaker_view(dbname, connector_id, view):
+    """Remember what the last statement saw of a connector's breaker (see QUIET_VIEW_TTL)."""
+    key = (dbname, connector_id)
+    if view and view[0] == "closed" and not view[1] and not view[2]:
+        _quiet_views[key] = time.monotonic()
+    else:
+        _quiet_views.pop(key, None)
+
 
 _STATE_COLUMNS = (
     "version",
@@ -44,6 +62,10 @@ def state_cursor(dbname):
         _name, params = connection_info_for(dbname)
         cnx = connections[dbname] = psycopg2.connect(**params)
         cnx.autocommit = True
+        with cnx.cursor() as cr:
+            # Counters and breaker state are operational data: a crash may lose the last
+            # fraction of a second of them, and in exchange no call waits for a WAL flush.
+            cr.execute("SET synchronous_commit TO off")
     try:
         with cnx.cursor() as cr:
             yield cr
@@ -152,6 +174,15 @@ class IntegrationConnectorState(models.Model):
 
         Refusals are returned, not raised: the caller decides how to report them.
         """
+        if not connector._rate_per_second():
+            seen = _quiet_views.get((cr.connection.info.dbname, connector.id))
+            if seen is not None and time.monotonic() - seen < QUIET_VIEW_TTL:
+                quiet = circuit_machine.CircuitState()
+                return (
+                    circuit_machine.Admission(True, quiet),
+                    ratelimit.Reservation(0.0, True, None),
+                    {"circuit_state": quiet.state, "circuit_failures": 0},
+                )
         for _attempt in range(CAS_ATTEMPTS):
             state, now = self._load(cr, connector.id)
             circuit = self._circuit_of(state)
@@ -200,10 +231,12 @@ class IntegrationConnectorState(models.Model):
                     now, state["rate_tat"], connector._rate_per_second(), connector.rate_limit_burst, retry_after
                 )
             if not values or self._swap(cr, connector.id, state["version"], values):
+                _quiet_views.pop((cr.connection.info.dbname, connector.id), None)
                 return values.get("circuit_state", circuit.state)
         raise RuntimeError(f"connector {connector.id}: shared state kept changing, gave up after {CAS_ATTEMPTS} tries")
 
     def _reset(self, cr, connector_id):
+        _quiet_views.pop((cr.connection.info.dbname, connector_id), None)
         self._load(cr, connector_id)
         cr.execute(
             """UPDATE integration_connector_state

@@ -51,6 +51,10 @@ class IntegrationOauthToken(models.Model):
             {"connector_id": connector.id}
         )
 
+    def _clear_access(self):
+        """Drop the access token only; a refresh token, when there is one, stays."""
+        self.write({"access_token_encrypted": False, "obtained_at": False, "expires_at": False, "refresh_after": False})
+
     def _clear(self):
         self.write(
             {

@@ -39,7 +39,7 @@ def secret_fields(string, help=None):
             groups=MANAGER_GROUP,
             copy=False,
         ),
-        fields.Char(string=f"{string} (encrypted)", groups=MANAGER_GROUP, copy=False),
+        fields.Char(string=f"{string} (encrypted)", groups=MANAGER_GROUP, copy=False, readonly=True, prefetch=False),
         fields.Boolean(string=f"{string} Set", compute="_compute_secret_is_set", compute_sudo=True),
     )
 
@@ -105,7 +105,8 @@ class IntegrationSecretMixin(models.AbstractModel):
         for record in self:
             changed = []
             for name in record._secret_field_names():
-                value = record[name]
+                # A pasted token often brings a newline along; no credential has one.
+                value = (record[name] or "").strip()
                 if value:
                     record[f"{name}_encrypted"] = record._secret_box().encrypt(value)
                     changed.append(record._fields[name].string)
@@ -168,14 +169,12 @@ class IntegrationSecretMixin(models.AbstractModel):
             record._secret_changed_note([record._fields[name].string], self.env._("cleared"))
         return True
 
-    @api.model
     def _rotate_secrets(self):
-        """Re-encrypt every stored secret of this model with the current (first) key."""
+        """Re-encrypt the stored secrets of these records with the current (first) key."""
         box = self._secret_box()
         names = [f"{name}_encrypted" for name in self._secret_field_names()]
         count = 0
-        records = self.sudo().with_context(active_test=False).search([])
-        for record in records:
+        for record in self.sudo():
             values = {}
             for name in names:
                 if record[name]:

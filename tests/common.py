@@ -41,6 +41,7 @@ class ReceivedRequest:
     query: dict
     headers: dict
     body: bytes
+    raw_query: str = ""
     received_at: float = field(default_factory=time.time)
 
     def json(self):
@@ -59,6 +60,7 @@ class Reply:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms to every answer
 
     def _handle(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -70,6 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
             query={k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
             headers={k: v for k, v in self.headers.items()},
             body=body,
+            raw_query=parts.query,
         )
         with self.server.lock:
             self.server.received.append(request)

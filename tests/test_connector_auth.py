@@ -1,6 +1,8 @@
 """Each authentication type against a real HTTP server on 127.0.0.1."""
 
 import base64
+import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -18,6 +20,8 @@ from ..core.exceptions import (
     IntegrationHTTPError,
 )
 from .common import IntegrationHubCase, LocalServer, Reply
+
+CONNECTOR_LOGGER = "odoo.addons.integration_hub.models.integration_connector"
 
 
 def basic_credentials(request):
@@ -143,6 +147,7 @@ class TestConnectorAuth(IntegrationHubCase):
             connector._request("GET", "/orders")
         self.assertEqual(len(self.server.requests_to("/oauth/token")), 1)
         self.assertEqual(len(self.server.requests_to("/api/orders")), 3)
+        self.env.invalidate_all()  # the token was stored through its own cursor
         token = self.env["integration.oauth.token"].search([("connector_id", "=", connector.id)])
         self.assertEqual(len(token), 1)
         self.env.flush_all()
@@ -208,6 +213,7 @@ class TestConnectorAuth(IntegrationHubCase):
         self.server.respond_with(oauth)
         connector = self._oauth2_connector()
         connector._request("GET", "/orders")
+        self.env.invalidate_all()  # the token was stored through its own cursor
         token = self.env["integration.oauth.token"].search([("connector_id", "=", connector.id)])
         self.assertTrue(token.access_token_is_set)
         with self.assertRaises(AccessError):
@@ -252,6 +258,42 @@ class TestConnectorAuth(IntegrationHubCase):
 
 @tagged("post_install", "-at_install")
 class TestConnectorTransport(IntegrationHubCase):
+    def _refusing_url(self):
+        """A port that is bound (so nobody else takes it) but not listening: refused."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.addCleanup(sock.close)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def test_tls_switch_back_on_takes_effect(self):
+        tls_server = LocalServer(tls=True)
+        self.addCleanup(tls_server.stop)
+        with mute_logger(CONNECTOR_LOGGER):
+            connector = self._create_connector(base_url=tls_server.url, verify_tls=False)
+            self.assertEqual(connector._request("GET", "/a").status_code, 200)
+        connector.verify_tls = True
+        with self.assertRaisesRegex(IntegrationConnectionError, "TLS error"):
+            connector._request("GET", "/b", log_errors=False)
+        self.assertEqual(len(tls_server.received), 1, "no verified call rode the unverified connection")
+
+    def test_redirect_is_an_error_not_a_success(self):
+        self.server.respond_with(lambda request: Reply(302, "", {"Location": "https://login.example.com/?token=abc"}))
+        connector = self._create_connector()
+        with self.assertRaisesRegex(
+            IntegrationHTTPError, "HTTP 302.*redirected to https://login.example.com/"
+        ) as caught:
+            connector._request("GET", "/health", log_errors=False)
+        self.assertNotIn("abc", str(caught.exception))
+        connector.action_test_connection()
+        self.assertEqual(connector.health_state, "failing")
+
+    def test_repeated_query_keys(self):
+        connector = self._create_connector(
+            auth_type="api_key", api_key_location="query", api_key_name="k", api_key="ak-rep-123"
+        )
+        connector._request("GET", "/items", params=[("id", "1"), ("id", "2")])
+        self.assertEqual(self.server.received[0].raw_query, "id=1&id=2&k=ak-rep-123")
+
     def test_tls_verified_by_default(self):
         tls_server = LocalServer(tls=True)
         self.addCleanup(tls_server.stop)
@@ -276,8 +318,11 @@ class TestConnectorTransport(IntegrationHubCase):
         self.assertIn("without TLS certificate verification", output)
 
     def test_read_timeout(self):
+        release = threading.Event()
+        self.addCleanup(release.set)
+
         def slow(request):
-            time.sleep(1.5)
+            release.wait(10)
             return Reply()
 
         self.server.respond_with(slow)
@@ -285,14 +330,11 @@ class TestConnectorTransport(IntegrationHubCase):
         started = time.monotonic()
         with self.assertRaisesRegex(IntegrationConnectionError, "no answer within 0.3 s") as caught:
             connector._request("GET", "/slow")
-        self.assertLess(time.monotonic() - started, 1.4)
+        self.assertLess(time.monotonic() - started, 5, "gave up long before the server answered")
         self.assertTrue(caught.exception.retryable)
 
     def test_connection_refused(self):
-        probe = LocalServer()
-        closed_url = probe.url
-        probe.stop()
-        connector = self._create_connector(base_url=closed_url)
+        connector = self._create_connector(base_url=self._refusing_url())
         with self.assertRaisesRegex(
             IntegrationConnectionError, r"connection failed \(\[Errno 111\] Connection refused\)"
         ):
@@ -321,10 +363,7 @@ class TestConnectorTransport(IntegrationHubCase):
         self.assertIn("maintenance until 10:00", connector.last_test_message)
 
     def test_test_connection_unreachable(self):
-        probe = LocalServer()
-        closed_url = probe.url
-        probe.stop()
-        connector = self._create_connector(base_url=closed_url)
+        connector = self._create_connector(base_url=self._refusing_url())
         connector.action_test_connection()
         self.assertEqual(connector.health_state, "failing")
         self.assertEqual(connector.last_test_status_code, 0)

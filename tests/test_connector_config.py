@@ -32,8 +32,17 @@ class TestConnectorConfig(IntegrationHubCase):
         with self.assertRaises(ValidationError) as caught:
             self._create_connector(base_url="https://user:topsecret@api.example.com")
         self.assertNotIn("topsecret", str(caught.exception))
+        with self.assertRaisesRegex(ValidationError, "must not contain credentials") as caught:
+            self._create_connector(base_url="https://api.example.com/v1?api_key=k-in-url-9")
+        self.assertNotIn("k-in-url-9", str(caught.exception))
 
     def test_default_headers(self):
+        for credentials in ('{"Authorization": "Bearer x"}', '{"X-Api-Key": "k"}', '{"Cookie": "s=1"}'):
+            with (
+                self.subTest(headers=credentials),
+                self.assertRaisesRegex(ValidationError, "must not carry credentials"),
+            ):
+                self._create_connector(default_headers=credentials)
         for bad in ("not json", "[1, 2]", '{"X-N": 3}'):
             with self.subTest(headers=bad), self.assertRaisesRegex(ValidationError, "Default Headers"):
                 self._create_connector(default_headers=bad)
@@ -53,6 +62,7 @@ class TestConnectorConfig(IntegrationHubCase):
         connector = self._create_connector(code="to-copy", auth_type="bearer", bearer_token="bt-not-copied")
         copy = connector.copy()
         self.assertEqual(copy.code, "to-copy-copy")
+        self.assertEqual(connector.copy().code, "to-copy-copy-2", "copying twice works too")
         self.assertFalse(copy.bearer_token_is_set)
         self.assertEqual(copy.health_state, "unknown")
 

@@ -2,6 +2,7 @@
 
 import base64
 import logging
+from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet
 
@@ -11,11 +12,12 @@ from odoo.tests import tagged
 from ..core.exceptions import IntegrationError
 from .common import KEY_A, KEY_B, IntegrationHubCase, Reply, encryption_keys
 
+# Not URL-safe on purpose: they must be masked in their encoded forms too.
 SECRET_VALUES = {
-    "api_key": "ak-Secret-0001",
+    "api_key": "ak+Secret/0001=x%",
     "bearer_token": "bt-Secret-0002",
-    "basic_password": "pw-Secret-0003",
-    "oauth2_client_secret": "cs-Secret-0004",
+    "basic_password": "pw Secret:0003&",
+    "oauth2_client_secret": "cs+Secret/0004=%2F",
 }
 
 
@@ -105,6 +107,19 @@ class TestConnectorSecrets(IntegrationHubCase):
         self.assertIn("not a valid Fernet key", str(caught.exception))
         self.assertNotIn("this-is-not-a-valid-key", str(caught.exception))
 
+    def test_pasted_secret_is_trimmed(self):
+        connector = self._create_connector(auth_type="bearer", bearer_token="  bt-pasted-1\n")
+        self.assertEqual(connector._get_secret("bearer_token"), "bt-pasted-1")
+
+    def test_operator_cannot_clear_or_rotate_over_rpc(self):
+        connector = self._create_connector(auth_type="bearer", bearer_token="bt-keep-it")
+        as_operator = connector.with_user(self.operator)
+        with self.assertRaises(AccessError):
+            as_operator.with_context(secret_field="bearer_token").action_clear_secret()
+        with self.assertRaises(AccessError):
+            as_operator.action_rotate_secrets()
+        self.assertEqual(connector._get_secret("bearer_token"), "bt-keep-it")
+
     def test_change_is_audited_without_value(self):
         connector = self._create_connector(auth_type="bearer")
         connector.write({"bearer_token": "bt-audited-value"})
@@ -149,8 +164,9 @@ class TestConnectorSecrets(IntegrationHubCase):
 
         self.server.respond_with(echoing)
         connectors = [
+            # A parameter name that looks like nothing secret: masked because it is configured.
             self._create_connector(
-                auth_type="api_key", api_key_location="query", api_key_name="key", api_key=SECRET_VALUES["api_key"]
+                auth_type="api_key", api_key_location="query", api_key_name="x", api_key=SECRET_VALUES["api_key"]
             ),
             self._create_connector(auth_type="bearer", bearer_token=SECRET_VALUES["bearer_token"]),
             self._create_connector(
@@ -177,9 +193,10 @@ class TestConnectorSecrets(IntegrationHubCase):
         logged = "\n".join(handler.lines)
         self.assertIn("odoo.addons.integration_hub", logged, "the capture saw this addon's log lines")
         self.assertIn("urllib3.connectionpool DEBUG", logged, "and the HTTP stack's request lines")
-        self.assertIn("key=***", logged, "the query-string key is masked in urllib3's line")
+        self.assertIn("x=***", logged, "the query-string key is masked in urllib3's line")
         # Basic credentials travel base64-encoded: look for that form too.
         basic = base64.b64encode(f"u:{SECRET_VALUES['basic_password']}".encode()).decode()
-        for value in [*SECRET_VALUES.values(), basic]:
+        encoded = [quote(v, safe="") for v in SECRET_VALUES.values()] + [quote_plus(v) for v in SECRET_VALUES.values()]
+        for value in [*SECRET_VALUES.values(), basic, *encoded]:
             for where, text in (("log", logged), ("error", "\n".join(messages)), ("chatter", chatter)):
                 self.assertNotIn(value, text, f"secret found in {where}")

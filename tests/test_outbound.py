@@ -96,9 +96,10 @@ class TestClassification(IntegrationHubCase):
     def test_redirect_not_followed(self):
         self.server.respond_with(lambda request: Reply(302, "", {"Location": "http://10.0.0.1/admin"}))
         connector = self._create_connector()
-        response = connector._request("GET", "/moved")
-        self.assertEqual(response.status_code, 302)
+        with self.assertRaisesRegex(IntegrationHTTPError, "redirected to http://10.0.0.1/admin"):
+            connector._request("GET", "/moved", log_errors=False)
         self.assertEqual(len(self.server.received), 1, "the redirect was not followed anywhere")
+        self.assertEqual(connector._request("GET", "/moved", raise_for_status=False).status_code, 302)
 
 
 @tagged("post_install", "-at_install")
@@ -298,9 +299,9 @@ class TestSharedAcrossProcesses(IntegrationHubCase):
         self.assertEqual(len(arrivals), 80)
         observed = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
         busiest_second = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
-        self.assertLessEqual(busiest_second, rate + 1, f"never above the rate (observed {observed:.2f}/s)")
+        self.assertLessEqual(busiest_second, rate, f"never above the rate (observed {observed:.2f}/s)")
         self.assertGreaterEqual(observed, 0.9 * rate, "at least 90% of the budget used")
-        self.assertLessEqual(observed, rate * 1.02)
+        self.assertLessEqual(observed, rate)
 
     def test_circuit_seen_from_two_processes(self):
         self.server.respond_with(lambda request: Reply(503, "down"))
