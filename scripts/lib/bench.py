@@ -2,7 +2,7 @@
 
 1. Throughput: calls per second through ``connector._request`` (auth, breaker, metrics
    UPSERT, SSRF-guarded transport) against a bare pooled ``requests.Session`` to the
-   same local server, from one process each, alternated three times; medians compared.
+   same local server, from one process each, alternated ROUNDS times; medians compared.
 2. Shared rate limit: two OS processes hammer one connector limited to RATE calls/s;
    the rate is measured at the server (arrival times), against the configured one.
 """
@@ -21,6 +21,7 @@ from odoo.modules.registry import Registry
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CALLS = int(os.environ.get("BENCH_CALLS", "2000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 RATE = int(os.environ.get("BENCH_RATE", "50"))
 RATE_CALLS = int(os.environ.get("BENCH_RATE_CALLS", "150"))
 
@@ -77,7 +78,7 @@ def main(conf, db):
         plain_id, limited_id = make_connectors(db, base_url)
 
         bare_rates, path_rates = [], []
-        for _round in range(3):
+        for _round in range(ROUNDS):
             (bare,) = workers(conf, db, plain_id, CALLS, bare=True)
             (path,) = workers(conf, db, plain_id, CALLS)
             assert all(outcome == 200 for _t, outcome in bare["calls"] + path["calls"]), "a call failed"
@@ -92,7 +93,7 @@ def main(conf, db):
         observed = (len(seen) - 1) / (seen[-1] - seen[0])
         busiest = max(sum(1 for t in seen if start <= t < start + 1.0) for start in seen)
 
-        print(f"cpus: {os.cpu_count()}, calls per throughput run: {CALLS}, rounds: 3 (medians)")
+        print(f"cpus: {os.cpu_count()}, calls per throughput run: {CALLS}, rounds: {ROUNDS} (medians)")
         runs = {
             name: ", ".join(f"{r:.0f}" for r in rates) for name, rates in (("bare", bare_rates), ("path", path_rates))
         }
