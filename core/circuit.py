@@ -45,8 +45,14 @@ def admit(circuit, now, reset_timeout):
     return Admission(False, circuit, retry_in=stale_at - now)
 
 
-def record(circuit, now, success, threshold):
-    """State after a call: ``success`` False only for failures that say the remote is down."""
+def record(circuit, now, success, threshold, is_probe=False):
+    """State after a call: ``success`` False only for failures that say the remote is down.
+
+    Outcomes of calls admitted before the circuit opened arrive late: while open they only
+    count, and while half-open only the probe decides.
+    """
+    if circuit.state == OPEN or (circuit.state == HALF_OPEN and not is_probe):
+        return circuit if success else replace(circuit, failures=circuit.failures + 1)
     if success:
         return CircuitState()
     failures = circuit.failures + 1

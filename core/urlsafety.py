@@ -51,6 +51,8 @@ def address_problem(address):
         return "carrier-grade NAT"
     if ip.version == 6 and ip in ipaddress.ip_network("fc00::/7"):
         return "unique-local"
+    if ip.version == 6 and ip.is_site_local:
+        return "site-local"
     if ip.is_private or ip.is_reserved or not ip.is_global:
         return "private"
     return None

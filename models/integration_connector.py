@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import parse_qsl, quote_plus, urljoin, urlsplit
 
+import psycopg2
 import requests
 
 from odoo import api, fields, models
@@ -45,7 +46,7 @@ from ..core.transport import GuardedAdapter
 from ..core.urlsafety import UnsafeURLError, address_problem, check_url
 from .integration_call_log import BODY_LIMIT
 from .integration_connector_metric import IntegrationConnectorMetric, percentile_from_histogram
-from .integration_connector_state import note_breaker_view, state_cursor
+from .integration_connector_state import SharedStateBusyError, note_breaker_view, state_cursor
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
 
 _logger = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def _get_session(dbname, connector_id, allow_private, verify_tls):
                 _sessions[key] = session
     return session
 
+
+# Whitespace and control characters have no place in a request path (see _join_url).
+_UNSAFE_PATH_CHARACTERS = re.compile(r"[\x00-\x20\x7f]")
 
 # Fraction of the configured rate the limiter paces at (see _rate_per_second).
 RATE_PACING = 0.99
@@ -659,8 +663,16 @@ class IntegrationConnector(models.Model):
         """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping."""
         dbname = self.env.cr.dbname
         State = self.env["integration.connector.state"]
+        # Credentials first (an OAuth2 token may need fetching): a failure there must not
+        # leave a half-open probe admitted that never reports.
+        call_kwargs = dict(kwargs, headers=dict(kwargs["headers"]), params=list(kwargs["params"]))
+        self._sensitive_param_names()
+        self._auth_apply(call_kwargs)
         with state_cursor(dbname) as cr:
-            admission, reservation, state = State._admit(cr, self, self.rate_limit_max_wait)
+            try:
+                admission, reservation, state = State._admit(cr, self, self.rate_limit_max_wait)
+            except SharedStateBusyError as exc:
+                raise IntegrationRateLimitedError(str(exc), retry_in=1.0) from None
             if not admission.allowed:
                 IntegrationConnectorMetric._add(cr, self.id, "refused", 0)
                 raise IntegrationCircuitOpenError(
@@ -684,9 +696,6 @@ class IntegrationConnector(models.Model):
                 )
         if reservation is not None and reservation.wait > 0:
             time.sleep(reservation.wait)  # our reserved slot: short by construction (max wait)
-        call_kwargs = dict(kwargs, headers=dict(kwargs["headers"]), params=list(kwargs["params"]))
-        self._sensitive_param_names()
-        self._auth_apply(call_kwargs)
         session = _get_session(dbname, self.id, self.allow_private_network, self.verify_tls)
         started = time.monotonic()
         response = error = None
@@ -703,17 +712,27 @@ class IntegrationConnector(models.Model):
         latency_ms = (time.monotonic() - started) * 1000
         # A success changes nothing while the breaker was quietly closed when we were admitted.
         breaker_was_quiet = state["circuit_state"] == "closed" and not state["circuit_failures"]
-        self._account_call(method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet)
+        try:
+            self._account_call(
+                method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet, admission.is_probe
+            )
+        except (psycopg2.Error, SharedStateBusyError) as exc:
+            # The exchange happened: losing its bookkeeping must not lose its result (a
+            # retried POST would run twice at the partner).
+            _logger.warning("Connector %s: could not record a call's outcome: %s", self.code, exc)
         if error is not None:
             raise error
         return response
 
-    def _account_call(self, method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet=False):
+    def _account_call(
+        self, method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet=False, is_probe=False
+    ):
         """Metrics, breaker, Retry-After and debug log for one exchange."""
         retry_after = None
         if error is not None:
             outcome = "refused" if isinstance(error, IntegrationConfigError) else "connection_error"
-            success = not error.retryable
+            # A refusal by URL safety says nothing about the remote: neutral for the breaker.
+            success = None if isinstance(error, IntegrationConfigError) else not error.retryable
             reason = str(error)
         else:
             status = response.status_code
@@ -729,10 +748,12 @@ class IntegrationConnector(models.Model):
                 outcome, success = "ok", True
             reason = f"HTTP {status}"
         with state_cursor(self.env.cr.dbname) as cr:
-            if not success or retry_after is not None or not breaker_was_quiet:
+            if success is None:
+                IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
+            elif not success or retry_after is not None or not breaker_was_quiet:
                 IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
                 self.env["integration.connector.state"]._report(
-                    cr, self, success, error=None if success else reason, retry_after=retry_after
+                    cr, self, success, error=None if success else reason, retry_after=retry_after, is_probe=is_probe
                 )
             else:
                 view = IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms, read_state=True)
@@ -762,10 +783,13 @@ class IntegrationConnector(models.Model):
             "status_code": response.status_code if response is not None else 0,
             "latency_ms": int(latency_ms),
             "outcome": outcome,
-            "request_headers": json_module.dumps(
-                redact_headers(response.request.headers if response is not None else call_kwargs["headers"], names),
-                indent=1,
-                default=str,
+            "request_headers": redact_text(
+                json_module.dumps(
+                    redact_headers(response.request.headers if response is not None else call_kwargs["headers"], names),
+                    indent=1,
+                    default=str,
+                ),
+                secrets,
             ),
             "request_body": redact_text(body, secrets, limit=BODY_LIMIT) if body else False,
             "response_headers": json_module.dumps(redact_headers(dict(response.headers)), indent=1)
@@ -786,8 +810,11 @@ class IntegrationConnector(models.Model):
             return error
         exhausted = False
         if job_uuid and error.retryable:
-            attempt = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1).retry
-            if attempt + 1 < self.retry_max_attempts:
+            job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1)
+            attempt = job.retry
+            # The job's own limit too (jobs enqueued by other code keep queue_job's default).
+            max_attempts = min(self.retry_max_attempts, job.max_retries or self.retry_max_attempts)
+            if attempt + 1 < max_attempts:
                 delay = retry_delay(
                     attempt,
                     self.retry_backoff_base,
@@ -800,14 +827,14 @@ class IntegrationConnector(models.Model):
                         "%(error)s (attempt %(attempt)s of %(max)s, next in %(delay).0f s)",
                         error=error,
                         attempt=attempt + 1,
-                        max=self.retry_max_attempts,
+                        max=max_attempts,
                         delay=delay,
                     ),
                     seconds=max(1, math.ceil(delay)),
                 )
             exhausted = True
             error = type(error)(
-                self.env._("%(error)s (gave up after %(max)s attempts)", error=error, max=self.retry_max_attempts),
+                self.env._("%(error)s (gave up after %(max)s attempts)", error=error, max=max_attempts),
                 **_error_details(error),
             )
         if log_errors and (exhausted or not error.retryable or not job_uuid):
@@ -904,19 +931,28 @@ class IntegrationConnector(models.Model):
         base = (self.base_url or "").rstrip("/") + "/"
         if not path:
             return base
-        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path):
-            target, root = urlsplit(path), urlsplit(base)
-            if (target.scheme, target.netloc) != (root.scheme, root.netloc):
-                raise IntegrationConfigError(
-                    self.env._(
-                        "Connector %(code)s only calls %(root)s, not %(url)s.",
-                        code=self.code,
-                        root=f"{root.scheme}://{root.netloc}",
-                        url=redact_url(path),
-                    )
+        if _UNSAFE_PATH_CHARACTERS.search(path):
+            # urlsplit strips or drops these, which can turn " //evil.example" into a host.
+            raise IntegrationConfigError(
+                self.env._(
+                    "Connector %(code)s: the path %(path)r contains spaces or control characters.",
+                    code=self.code,
+                    path=redact_url(path)[:200],
                 )
-            return path
-        return urljoin(base, path.lstrip("/"))
+            )
+        url = path if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", path) else urljoin(base, path.lstrip("/"))
+        target, root = urlsplit(url), urlsplit(base)
+        if (target.scheme, target.netloc) != (root.scheme, root.netloc):
+            # Credentials go only to the connector's own host, whatever the path holds.
+            raise IntegrationConfigError(
+                self.env._(
+                    "Connector %(code)s only calls %(root)s, not %(url)s.",
+                    code=self.code,
+                    root=f"{root.scheme}://{root.netloc}",
+                    url=redact_url(url),
+                )
+            )
+        return url
 
     def _parse_default_headers(self):
         if not self.default_headers or not self.default_headers.strip():
@@ -1002,7 +1038,18 @@ class IntegrationConnector(models.Model):
             if token._is_usable():
                 return token._get_secret("access_token")
         with state_cursor(self.env.cr.dbname) as lock_cr:
-            lock_cr.execute("SELECT pg_advisory_lock(%s, %s)", [OAUTH2_LOCK_NAMESPACE, self.id])
+            # Wait for another worker's refresh at most as long as one refresh may take.
+            deadline = time.monotonic() + self.timeout_connect + self.timeout_read + 5
+            while True:
+                lock_cr.execute("SELECT pg_try_advisory_lock(%s, %s)", [OAUTH2_LOCK_NAMESPACE, self.id])
+                if lock_cr.fetchone()[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise IntegrationRateLimitedError(
+                        self.env._("Connector %s: another worker is fetching an OAuth2 token.", self.code),
+                        retry_in=5.0,
+                    )
+                time.sleep(0.05)
             try:
                 with self._oauth2_token_env() as env:
                     Token = env["integration.oauth.token"]
@@ -1115,7 +1162,7 @@ class IntegrationConnector(models.Model):
     # Errors
 
     def _sensitive_param_names(self):
-        if self.auth_type == "api_key" and self.api_key_location == "query" and self.api_key_name:
+        if self.auth_type == "api_key" and self.api_key_name:
             name = self.api_key_name.strip()
             # Also masked in the debug lines urllib3 writes for this process.
             register_sensitive_name(name)

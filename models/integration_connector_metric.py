@@ -22,7 +22,8 @@ def percentile_from_histogram(histogram, fraction):
     for index, count in enumerate(histogram):
         running += count
         if running >= threshold:
-            return LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else None
+            # The open-ended last bucket reports its lower bound ("over 10 s").
+            return LATENCY_BUCKETS_MS[min(index, len(LATENCY_BUCKETS_MS) - 1)]
     return None
 
 

@@ -16,6 +16,12 @@ from ..core import ratelimit
 # statement, never for the caller's whole transaction, and what a job learns about a
 # remote survives that job's rollback.
 _local = threading.local()
+_inherited = []
+
+
+class SharedStateBusyError(Exception):
+    """The shared state row kept changing under us: give up this time."""
+
 
 # How often a compare-and-swap is retried when another worker changed the row first.
 CAS_ATTEMPTS = 20
@@ -55,9 +61,18 @@ def state_cursor(dbname):
     """A cursor on this thread's autocommit connection to ``dbname``."""
     connections = getattr(_local, "connections", None)
     if connections is None or getattr(_local, "pid", None) != os.getpid():
-        connections = _local.connections = {}  # never share a connection with a forked parent
+        if connections:
+            # Inherited from the parent through fork: never use them, and never let them be
+            # finalized here either (that would end the parent's sessions).
+            _inherited.extend(connections.values())
+        connections = _local.connections = {}
         _local.pid = os.getpid()
     cnx = connections.get(dbname)
+    if cnx is not None and not cnx.closed:
+        try:
+            cnx.poll()  # notices a connection the server closed (restart, idle timeout)
+        except psycopg2.Error:
+            cnx.close()
     if cnx is None or cnx.closed:
         _name, params = connection_info_for(dbname)
         cnx = connections[dbname] = psycopg2.connect(**params)
@@ -210,16 +225,20 @@ class IntegrationConnectorState(models.Model):
                 values["rate_tat"] = reservation.tat
             if not values or self._swap(cr, connector.id, state["version"], values):
                 return admission, reservation, state
-        raise RuntimeError(f"connector {connector.id}: shared state kept changing, gave up after {CAS_ATTEMPTS} tries")
+        raise SharedStateBusyError(
+            f"connector {connector.id}: shared state kept changing, gave up after {CAS_ATTEMPTS} tries"
+        )
 
-    def _report(self, cr, connector, success, error=None, retry_after=None):
+    def _report(self, cr, connector, success, error=None, retry_after=None, is_probe=False):
         """Record a call's outcome in the breaker (and a 429's Retry-After in the bucket)."""
         for _attempt in range(CAS_ATTEMPTS):
             state, now = self._load(cr, connector.id)
             circuit = self._circuit_of(state)
             values = {}
             if connector.circuit_threshold:
-                new_circuit = circuit_machine.record(circuit, now, success, connector.circuit_threshold)
+                new_circuit = circuit_machine.record(
+                    circuit, now, success, connector.circuit_threshold, is_probe=is_probe
+                )
                 if new_circuit != circuit:
                     values.update(self._circuit_values(new_circuit))
             if not success:
@@ -233,7 +252,9 @@ class IntegrationConnectorState(models.Model):
             if not values or self._swap(cr, connector.id, state["version"], values):
                 _quiet_views.pop((cr.connection.info.dbname, connector.id), None)
                 return values.get("circuit_state", circuit.state)
-        raise RuntimeError(f"connector {connector.id}: shared state kept changing, gave up after {CAS_ATTEMPTS} tries")
+        raise SharedStateBusyError(
+            f"connector {connector.id}: shared state kept changing, gave up after {CAS_ATTEMPTS} tries"
+        )
 
     def _reset(self, cr, connector_id):
         _quiet_views.pop((cr.connection.info.dbname, connector_id), None)

@@ -3,6 +3,7 @@ import logging
 from urllib.parse import urlsplit
 
 import psycopg2
+import psycopg2.errors
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
@@ -10,6 +11,20 @@ from odoo.exceptions import UserError
 _logger = logging.getLogger(__name__)
 
 EXCERPT_LIMIT = 2000
+# Columns an error takes from the latest failure of its group.
+_COPIED_COLUMNS = (
+    "operation",
+    "method",
+    "url",
+    "status_code",
+    "error_class",
+    "message",
+    "request_excerpt",
+    "response_excerpt",
+    "traceback",
+    "res_model",
+    "res_id",
+)
 
 
 class IntegrationError(models.Model):
@@ -140,27 +155,57 @@ class IntegrationError(models.Model):
             values.get("status_code"),
         )
         job_uuid = values.pop("job_uuid", None)
-        with self.env.registry.cursor() as cr:
-            env = self.env(cr=cr, su=True)
-            if job_uuid:
-                values["queue_job_id"] = env["queue.job"].search([("uuid", "=", job_uuid)], limit=1).id or False
-            Error = env["integration.error"]
-            for _attempt in range(2):
-                error = Error.search([("fingerprint", "=", fingerprint)], limit=1)
-                if error:
-                    error.write(
-                        dict(
-                            values,
-                            count=error.count + 1,
-                            last_seen=fields.Datetime.now(),
-                            state="ignored" if error.state == "ignored" else "new",
-                        )
+        what = f"HTTP {values['status_code']}" if values.get("status_code") else (values.get("error_class") or "")
+        row = dict(
+            {key: values.get(key) or None for key in _COPIED_COLUMNS},
+            connector_id=connector.id,
+            company_id=connector.company_id.id,
+            fingerprint=fingerprint,
+            name=f"{connector.name}: {values.get('operation') or ''} ({what})",
+            is_retryable=bool(values.get("is_retryable")),
+            uid=self.env.uid,
+        )
+        # One statement, on a fresh cursor: concurrent failures of the same kind bump one
+        # row instead of racing to create two; a serialization failure is tried again.
+        for attempt in range(3):
+            try:
+                with self.env.registry.cursor() as cr:
+                    if job_uuid:
+                        cr.execute("SELECT id FROM queue_job WHERE uuid = %s", [job_uuid])
+                        found = cr.fetchone()
+                        row["queue_job_id"] = found[0] if found else None
+                    else:
+                        row["queue_job_id"] = None
+                    columns = [*_COPIED_COLUMNS, "queue_job_id"]
+                    cr.execute(
+                        f"""
+                        INSERT INTO integration_error AS e (
+                            connector_id, company_id, fingerprint, name, is_retryable, {", ".join(columns)},
+                            state, count, first_seen, last_seen, create_uid, write_uid, create_date, write_date)
+                        VALUES (%(connector_id)s, %(company_id)s, %(fingerprint)s, %(name)s, %(is_retryable)s,
+                                {", ".join(f"%({c})s" for c in columns)},
+                                'new', 1, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC',
+                                %(uid)s, %(uid)s, now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
+                        ON CONFLICT (fingerprint) DO UPDATE SET
+                            count = e.count + 1,
+                            last_seen = EXCLUDED.last_seen,
+                            write_date = EXCLUDED.write_date,
+                            write_uid = EXCLUDED.write_uid,
+                            state = CASE WHEN e.state = 'ignored' THEN 'ignored' ELSE 'new' END,
+                            name = EXCLUDED.name,
+                            is_retryable = EXCLUDED.is_retryable,
+                            {", ".join(f"{c} = EXCLUDED.{c}" for c in columns)}
+                        RETURNING id
+                        """,  # noqa: S608 - column names are this module's constants
+                        row,
                     )
-                    return error.id
-                try:
-                    with cr.savepoint():
-                        return Error.create(dict(values, connector_id=connector.id, fingerprint=fingerprint)).id
-                except psycopg2.IntegrityError:
-                    continue  # created by another worker meanwhile: bump that one
-        _logger.warning("Could not record integration error %s", fingerprint)
+                    return cr.fetchone()[0]
+            except psycopg2.errors.SerializationFailure:
+                if attempt == 2:
+                    raise
+            except psycopg2.errors.ForeignKeyViolation:
+                # The connector is not committed yet (created in the failing transaction):
+                # there is nothing durable to attach the error to.
+                _logger.warning("Integration error not recorded: connector %s is not committed", connector.id)
+                return False
         return False

@@ -183,10 +183,18 @@ class TestCircuitMachine(BaseCase):
         self.assertTrue(probe.allowed and probe.is_probe)
         self.assertEqual(probe.state.state, circuit.HALF_OPEN)
         self.assertFalse(circuit.admit(probe.state, 42.0, 30.0).allowed, "one probe at a time")
-        reopened = circuit.record(probe.state, 43.0, success=False, threshold=3)
+        reopened = circuit.record(probe.state, 43.0, success=False, threshold=3, is_probe=True)
         self.assertEqual((reopened.state, reopened.opened_at), (circuit.OPEN, 43.0))
-        closed = circuit.record(probe.state, 43.0, success=True, threshold=3)
+        closed = circuit.record(probe.state, 43.0, success=True, threshold=3, is_probe=True)
         self.assertEqual(closed, circuit.CircuitState())
+
+    def test_late_outcomes_do_not_decide(self):
+        opened = circuit.CircuitState(circuit.OPEN, 3, opened_at=10.0)
+        late_failure = circuit.record(opened, 25.0, success=False, threshold=3)
+        self.assertEqual((late_failure.state, late_failure.opened_at, late_failure.failures), (circuit.OPEN, 10.0, 4))
+        self.assertEqual(circuit.record(opened, 25.0, success=True, threshold=3).state, circuit.OPEN)
+        half_open = circuit.CircuitState(circuit.HALF_OPEN, 3, opened_at=10.0, probe_at=40.0)
+        self.assertEqual(circuit.record(half_open, 41.0, success=True, threshold=3).state, circuit.HALF_OPEN)
 
     def test_stale_probe_replaced(self):
         half_open = circuit.CircuitState(circuit.HALF_OPEN, 3, opened_at=0.0, probe_at=100.0)
@@ -217,6 +225,7 @@ class TestUrlSafety(BaseCase):
             "::ffff:10.0.0.1": "private",
             "0.0.0.0": "unspecified",
             "224.0.0.1": "multicast",
+            "fec0::1": "site-local",
         }
         for address, problem in refused.items():
             self.assertEqual(address_problem(address), problem, address)

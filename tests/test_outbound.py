@@ -363,6 +363,24 @@ class TestUrlSafetyOnConnector(IntegrationHubCase):
         connector.allow_private_network = True
         self.assertEqual(connector._request("GET", "/x").status_code, 200)
 
+    def test_path_cannot_change_host(self):
+        connector = self._create_connector(auth_type="bearer", bearer_token="bt-stay-home")
+        for path in (
+            " //evil.example/x",
+            "\t//evil.example/x",
+            "\x00//evil.example",
+            " https://evil.example/x",
+            "https://evil.example/x",
+            "http://localhost:1/x",
+        ):
+            with self.subTest(path=path), self.assertRaises(IntegrationConfigError):
+                connector._request("GET", path, log_errors=False)
+        self.assertEqual(self.server.received, [])
+        # Leading slashes are a path, never a host: it stays on the connector's server.
+        self.assertEqual(connector._request("GET", "//evil.example/x").status_code, 200)
+        self.assertEqual(connector._request("GET", "/fine/../still-here").status_code, 200)
+        self.assertEqual([r.path for r in self.server.received], ["/api/evil.example/x", "/api/still-here"])
+
     def test_https_required_unless_allowed(self):
         connector = self._create_connector(allow_http=False)
         with self.assertRaisesRegex(IntegrationConfigError, "plain http is not allowed"):
