@@ -45,8 +45,13 @@ from ..core.redact import (
 from ..core.transport import GuardedAdapter
 from ..core.urlsafety import UnsafeURLError, address_problem, check_url
 from .integration_call_log import BODY_LIMIT
-from .integration_connector_metric import IntegrationConnectorMetric, percentile_from_histogram
-from .integration_connector_state import SharedStateBusyError, note_breaker_view, state_cursor
+from .integration_connector_metric import (
+    IntegrationConnectorMetric,
+    count_call_later,
+    flush_counts,
+    percentile_from_histogram,
+)
+from .integration_connector_state import SharedStateBusyError, state_cursor
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
 
 _logger = logging.getLogger(__name__)
@@ -368,6 +373,7 @@ class IntegrationConnector(models.Model):
         """(calls, successes, latency histogram) from the hourly buckets since ``since``."""
         if not self.id:
             return 0, 0, []
+        flush_counts(timeout=0.5)  # this process's latest calls included
         with state_cursor(self.env.cr.dbname) as cr:
             return self._metrics_query(cr, since)
 
@@ -747,17 +753,16 @@ class IntegrationConnector(models.Model):
             else:
                 outcome, success = "ok", True
             reason = f"HTTP {status}"
-        with state_cursor(self.env.cr.dbname) as cr:
-            if success is None:
+        if success and retry_after is None and breaker_was_quiet:
+            # The common case changes nothing shared but the counters: counted in the background.
+            count_call_later(self.env.cr.dbname, self.id, outcome, latency_ms)
+        else:
+            with state_cursor(self.env.cr.dbname) as cr:
                 IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
-            elif not success or retry_after is not None or not breaker_was_quiet:
-                IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
-                self.env["integration.connector.state"]._report(
-                    cr, self, success, error=None if success else reason, retry_after=retry_after, is_probe=is_probe
-                )
-            else:
-                view = IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms, read_state=True)
-                note_breaker_view(cr.connection.info.dbname, self.id, view)
+                if success is not None:  # None: refused by URL safety, says nothing of the remote
+                    self.env["integration.connector.state"]._report(
+                        cr, self, success, error=None if success else reason, retry_after=retry_after, is_probe=is_probe
+                    )
         if _logger.isEnabledFor(logging.DEBUG):
             _logger.debug(
                 "Connector %s: %s %s -> %s in %.0f ms",

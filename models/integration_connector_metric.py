@@ -1,4 +1,15 @@
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+
 from odoo import fields, models
+
+from .integration_connector_state import note_breaker_view, state_cursor
+
+_logger = logging.getLogger(__name__)
 
 # Upper bounds (ms) of the latency histogram buckets; the last one is open-ended.
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -25,6 +36,54 @@ def percentile_from_histogram(histogram, fraction):
             # The open-ended last bucket reports its lower bound ("over 10 s").
             return LATENCY_BUCKETS_MS[min(index, len(LATENCY_BUCKETS_MS) - 1)]
     return None
+
+
+# Successful calls are counted by a writer thread per process, off the call's critical
+# path (its UPSERT costs about as much as a fast local call). Failures and anything that
+# moves the breaker are still written before the call returns.
+_queue = queue.Queue(maxsize=10000)
+_writer = {"pid": None}
+_writer_lock = threading.Lock()
+
+
+def count_call_later(dbname, connector_id, outcome, latency_ms):
+    """Count a call in the background (its UPSERT also refreshes the breaker view)."""
+    if _writer["pid"] != os.getpid():
+        with _writer_lock:
+            if _writer["pid"] != os.getpid():  # first call of this process (or of a forked child)
+                threading.Thread(target=_write_forever, name="integration_hub metrics", daemon=True).start()
+                _writer["pid"] = os.getpid()
+    try:
+        _queue.put_nowait((dbname, connector_id, outcome, latency_ms))
+    except queue.Full:  # the writer is behind: count in the caller, slower but exact
+        _count_now(dbname, connector_id, outcome, latency_ms)
+
+
+def _count_now(dbname, connector_id, outcome, latency_ms):
+    with state_cursor(dbname) as cr:
+        view = IntegrationConnectorMetric._add(cr, connector_id, outcome, latency_ms, read_state=True)
+    note_breaker_view(dbname, connector_id, view)
+
+
+def _write_forever():
+    while True:
+        item = _queue.get()
+        try:
+            _count_now(*item)
+        except Exception:  # noqa: BLE001 - a lost count must not stop the writer; it is logged
+            _logger.exception("integration_hub: could not count a call in the metrics")
+        finally:
+            _queue.task_done()
+
+
+def flush_counts(timeout=5.0):
+    """Wait until this process's pending counts are written (tests, screens, exit)."""
+    deadline = time.monotonic() + timeout
+    while _queue.unfinished_tasks and _writer["pid"] == os.getpid() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+atexit.register(flush_counts)
 
 
 class IntegrationConnectorMetric(models.Model):

@@ -21,6 +21,7 @@ from ..core.exceptions import (
     IntegrationRateLimitedError,
 )
 from ..models import integration_connector as connector_module
+from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
 from .common import CommittedConnector, IntegrationHubCase, LocalServer, Reply, run_workers
 
@@ -408,6 +409,7 @@ class TestMetricsAndDebug(IntegrationHubCase):
         connector = self._create_connector(circuit_threshold=0)
         for _i in range(5):
             connector._request("GET", "/m", raise_for_status=False)
+        flush_counts()  # successes are counted by a background writer
         with state_cursor(self.env.cr.dbname) as cr:  # committed apart from the test transaction
             cr.execute(
                 "SELECT calls, ok, retryable_error, client_error, histogram FROM integration_connector_metric"
