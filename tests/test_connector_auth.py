@@ -157,34 +157,29 @@ class TestConnectorAuth(IntegrationHubCase):
         self.assertNotIn("tok-1", ciphertext)
         self.assertEqual(token._get_secret("access_token"), "tok-1")
 
-    def test_oauth2_refresh_before_expiry(self):
-        oauth = OAuth2Server(expires_in=3600)
+    def _issued_after_calls_at(self, expires_in, offsets):
+        """Call at each offset (seconds, frozen clock); the tokens issued after each call."""
+        oauth = OAuth2Server(expires_in=expires_in)
         self.server.respond_with(oauth)
         connector = self._oauth2_connector()
         start = fields.Datetime.now()
-        with freeze_time(start):
-            connector._request("GET", "/orders")
-        with freeze_time(start + timedelta(seconds=3500)):
-            connector._request("GET", "/orders")
-        self.assertEqual(oauth.issued, ["tok-1"], "a token 100 s from expiry is reused")
-        with freeze_time(start + timedelta(seconds=3550)):
-            response = connector._request("GET", "/orders")
-        self.assertEqual(oauth.issued, ["tok-1", "tok-2"], "a token 50 s from expiry is refreshed")
+        issued = []
+        for offset in offsets:
+            with freeze_time(start + timedelta(seconds=offset)):
+                response = connector._request("GET", "/orders")
+            issued.append(list(oauth.issued))
+        return issued, response
+
+    def test_oauth2_refresh_before_expiry(self):
+        issued, response = self._issued_after_calls_at(3600, [0, 3500, 3550])
+        self.assertEqual(issued[1], ["tok-1"], "a token 100 s from expiry is reused")
+        self.assertEqual(issued[2], ["tok-1", "tok-2"], "a token 50 s from expiry is refreshed")
         self.assertEqual(response.json(), {"token": "tok-2"})
 
     def test_oauth2_short_lived_token_margin(self):
-        oauth = OAuth2Server(expires_in=20)
-        self.server.respond_with(oauth)
-        connector = self._oauth2_connector()
-        start = fields.Datetime.now()
-        with freeze_time(start):
-            connector._request("GET", "/orders")
-        with freeze_time(start + timedelta(seconds=9)):
-            connector._request("GET", "/orders")
-        self.assertEqual(len(oauth.issued), 1)
-        with freeze_time(start + timedelta(seconds=11)):
-            connector._request("GET", "/orders")
-        self.assertEqual(len(oauth.issued), 2, "refreshed after half of a short lifetime")
+        issued, _response = self._issued_after_calls_at(20, [0, 9, 11])
+        self.assertEqual(len(issued[1]), 1)
+        self.assertEqual(len(issued[2]), 2, "refreshed after half of a short lifetime")
 
     def test_oauth2_single_retry_on_401(self):
         oauth = OAuth2Server(rejected_tokens={"tok-1"})
