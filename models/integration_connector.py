@@ -633,6 +633,7 @@ class IntegrationConnector(models.Model):
         """
         self.ensure_one()
         operation = operation or f"{method} {urlsplit(path or '/').path or '/'}"
+        related = related or self._context_related()
         url = kwargs = None
         try:
             url = self._build_url(path)
@@ -664,6 +665,14 @@ class IntegrationConnector(models.Model):
             return response
         except IntegrationError as error:
             raise self._handle_failure(error, method, url, operation, related, log_errors, kwargs) from None
+
+    def _context_related(self):
+        """The record a job is working for (context keys set by e.g. webhook processing)."""
+        model = self.env.context.get("integration_related_model")
+        record_id = self.env.context.get("integration_related_id")
+        if model in self.env and record_id:
+            return self.env[model].browse(record_id)
+        return None
 
     def _send_authenticated(self, method, url, kwargs):
         """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping."""

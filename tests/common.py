@@ -27,6 +27,9 @@ from odoo import SUPERUSER_ID, api, sql_db
 from odoo.tests import common
 from odoo.tools import config
 
+from odoo.addons.queue_job.exception import RetryableJobError
+from odoo.addons.queue_job.job import Job
+
 from ..models.integration_secret_mixin import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE
 
 # Fixed keys for the tests: the key list under test is set explicitly, never inherited.
@@ -347,3 +350,24 @@ def _odoo_root():
     import odoo
 
     return os.path.dirname(os.path.dirname(os.path.abspath(odoo.__file__)))
+
+
+def run_job(env, job_uuid):
+    """Run a stored job the way queue_job's runner does; returns the exception or None."""
+    job = Job.load(env, job_uuid)
+    job.set_started()
+    job.store()
+    try:
+        job.perform()
+    except RetryableJobError as exc:
+        job.postpone(result=str(exc), seconds=exc.seconds)
+        job.set_pending(reset_retry=False)
+        job.store()
+        return exc
+    except Exception as exc:  # noqa: BLE001 - the runner stores any failure on the job
+        job.set_failed(exc_info="", exc_name=type(exc).__name__, exc_message=str(exc))
+        job.store()
+        return exc
+    job.set_done()
+    job.store()
+    return None

@@ -11,7 +11,6 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from odoo.addons.queue_job.exception import RetryableJobError
-from odoo.addons.queue_job.job import Job
 
 from ..core.exceptions import (
     IntegrationCircuitOpenError,
@@ -23,30 +22,9 @@ from ..core.exceptions import (
 from ..models import integration_connector as connector_module
 from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
-from .common import CommittedConnector, IntegrationHubCase, LocalServer, Reply, run_workers
+from .common import CommittedConnector, IntegrationHubCase, LocalServer, Reply, run_job, run_workers
 
 CONNECTOR_LOGGER = "odoo.addons.integration_hub.models.integration_connector"
-
-
-def run_job(env, job_uuid):
-    """Run a stored job the way queue_job's runner does; returns the exception or None."""
-    job = Job.load(env, job_uuid)
-    job.set_started()
-    job.store()
-    try:
-        job.perform()
-    except RetryableJobError as exc:
-        job.postpone(result=str(exc), seconds=exc.seconds)
-        job.set_pending(reset_retry=False)
-        job.store()
-        return exc
-    except Exception as exc:  # noqa: BLE001 - the runner stores any failure on the job
-        job.set_failed(exc_info="", exc_name=type(exc).__name__, exc_message=str(exc))
-        job.store()
-        return exc
-    job.set_done()
-    job.store()
-    return None
 
 
 @tagged("post_install", "-at_install")

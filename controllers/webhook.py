@@ -1,0 +1,89 @@
+import json
+import logging
+import re
+from datetime import datetime, timezone
+
+from odoo import http
+from odoo.http import request
+
+from ..core.signatures import SignatureError
+from ..models.integration_connector_webhook import PAUSED_RETRY_AFTER
+
+_logger = logging.getLogger(__name__)
+
+WEBHOOK_ROUTE = "/integration/webhook/<string:code>"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _reply(status, payload, headers=None):
+    return request.make_response(
+        json.dumps(payload),
+        headers=[("Content-Type", "application/json"), ("Cache-Control", "no-store"), *(headers or [])],
+        status=status,
+    )
+
+
+def _safe(text, limit=200):
+    """Sender-controlled text fit for one log line."""
+    return _CONTROL.sub(" ", str(text))[:limit]
+
+
+class IntegrationWebhookController(http.Controller):
+    """The inbox: verify, store once, queue, answer. Nothing else happens in the request."""
+
+    @http.route(
+        WEBHOOK_ROUTE,
+        type="http",
+        auth="public",
+        methods=["POST"],
+        csrf=False,
+        save_session=False,
+        integration_webhook=True,
+    )
+    def integration_webhook(self, code, **_params):
+        httprequest = request.httprequest
+        connector = request.env["integration.connector"].sudo()._webhook_connector(code)
+        if not connector:
+            return _reply(404, {"error": "not_found", "message": "No active connector receives on this URL."})
+        if connector.webhook_paused:
+            return _reply(
+                503,
+                {"error": "paused", "message": "Deliveries are paused; try again later."},
+                headers=[("Retry-After", str(PAUSED_RETRY_AFTER))],
+            )
+        limit = connector._webhook_max_body_bytes()
+        if (httprequest.content_length or 0) > limit:
+            return self._too_large(connector, limit)
+        # Read at most one byte past the limit: a body without Content-Length cannot grow us.
+        body = httprequest.get_data(cache=True) if httprequest.content_length else httprequest.stream.read(limit + 1)
+        if len(body) > limit:
+            return self._too_large(connector, limit)
+        try:
+            verified = connector._webhook_verify(body, httprequest.headers)
+        except SignatureError as exc:
+            _logger.warning(
+                "Webhook %s refused from %s: %s", connector.code, _safe(httprequest.remote_addr), _safe(exc)
+            )
+            return _reply(401, {"error": "invalid_signature", "message": str(exc)})
+        event_id, event_type = connector._webhook_identify(body, httprequest.headers)
+        signed_at = (
+            datetime.fromtimestamp(verified.timestamp, tz=timezone.utc).replace(tzinfo=None)
+            if verified.timestamp
+            else None
+        )
+        Event = request.env["integration.webhook.event"].sudo()
+        record_id, created = Event._ingest(
+            connector,
+            body,
+            httprequest.headers,
+            event_id,
+            event_type,
+            signed_at=signed_at,
+            remote_addr=httprequest.remote_addr,
+        )
+        payload = {"status": "queued" if created else "duplicate", "event_id": event_id, "reference": record_id}
+        return _reply(202 if created else 200, payload)
+
+    def _too_large(self, connector, limit):
+        _logger.warning("Webhook %s refused: body over %s bytes", connector.code, limit)
+        return _reply(413, {"error": "too_large", "message": f"The body exceeds {limit} bytes."})

@@ -1,0 +1,381 @@
+import hashlib
+import json
+import re
+from datetime import timedelta
+
+from odoo import api, fields, models
+from odoo.exceptions import ValidationError
+
+from ..core.signatures import (
+    DEFAULT_TOLERANCE,
+    PROFILE_ID_HEADER,
+    PROFILE_ID_JSON_PATH,
+    PROFILE_TYPE_HEADER,
+    PROFILE_TYPE_JSON_PATH,
+    GenericHmacOptions,
+    get_header,
+    verify,
+)
+from .integration_secret_mixin import MANAGER_GROUP, secret_fields
+
+# Seconds a sender is told to wait (Retry-After) while a connector's webhooks are paused.
+PAUSED_RETRY_AFTER = 120
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_TYPE_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+class WebhookEventUnhandled(Exception):
+    """No handler knows this event type (the event becomes ignored, or failed)."""
+
+
+def json_path_get(document, path):
+    """Value at a dotted ``path`` ("data.object.id", "items.0.sku") in parsed JSON, or None."""
+    value = document
+    for part in (path or "").split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+class IntegrationConnector(models.Model):
+    """The receiving side of a connector: its webhook route, signature profile and handlers.
+
+    Handlers are added the way payment providers add theirs: an addon that adds a
+    ``kind`` overrides ``_webhook_process_event`` and calls ``super()`` for the other
+    kinds, or defines ``_webhook_handle_<kind>_<event type slug>(event)`` methods.
+    """
+
+    _inherit = "integration.connector"
+
+    webhook_signature = fields.Selection(
+        selection=[
+            ("standard_webhooks", "Standard Webhooks"),
+            ("stripe", "Stripe"),
+            ("github", "GitHub (X-Hub-Signature-256)"),
+            ("shopify", "Shopify (X-Shopify-Hmac-SHA256)"),
+            ("hmac_sha256", "Generic HMAC-SHA256"),
+            ("none", "None (unsigned: anyone can post)"),
+        ],
+        string="Signature Profile",
+        required=True,
+        default="standard_webhooks",
+        tracking=True,
+        groups=MANAGER_GROUP,
+        help="How deliveries on this connector's webhook URL are authenticated. Without a "
+        "signing secret every profile but 'None' refuses all deliveries.",
+    )
+    webhook_secret, webhook_secret_encrypted, webhook_secret_is_set = secret_fields(
+        "Signing Secret", help="The secret the sender signs with (Standard Webhooks: whsec_...)."
+    )
+    webhook_secret_previous, webhook_secret_previous_encrypted, webhook_secret_previous_is_set = secret_fields(
+        "Previous Signing Secret",
+        help="While a secret is being rotated, deliveries signed with this one are accepted too. "
+        "Clear it once the sender uses the new secret.",
+    )
+    webhook_tolerance = fields.Integer(
+        string="Timestamp Tolerance (s)",
+        default=DEFAULT_TOLERANCE,
+        groups=MANAGER_GROUP,
+        help="How far a signed timestamp may be from now, in the past or the future "
+        "(Standard Webhooks, Stripe, generic HMAC with a timestamp header).",
+    )
+    webhook_hmac_header = fields.Char(string="Signature Header", default="X-Signature", groups=MANAGER_GROUP)
+    webhook_hmac_encoding = fields.Selection(
+        [("hex", "Hexadecimal"), ("base64", "Base64")],
+        string="Signature Encoding",
+        default="hex",
+        groups=MANAGER_GROUP,
+    )
+    webhook_hmac_prefix = fields.Char(
+        string="Signature Prefix", groups=MANAGER_GROUP, help="Text before the signature, e.g. 'sha256='."
+    )
+    webhook_hmac_timestamp_header = fields.Char(
+        string="Timestamp Header",
+        groups=MANAGER_GROUP,
+        help="Optional: a header carrying the Unix time of the delivery. When set, the "
+        "signature covers '<timestamp>.<body>' and the tolerance applies.",
+    )
+    webhook_id_header = fields.Char(
+        string="Event ID Header",
+        help="Header carrying the sender's event id (default: the profile's own, e.g. webhook-id).",
+    )
+    webhook_id_path = fields.Char(
+        string="Event ID JSON Path",
+        help="Dotted path to the event id in a JSON body, e.g. 'id' or 'data.event_id'. Without "
+        "a header or a path, the SHA-256 of the body identifies the event.",
+    )
+    webhook_type_header = fields.Char(string="Event Type Header")
+    webhook_type_path = fields.Char(string="Event Type JSON Path", help="Dotted path, e.g. 'type' or 'event.name'.")
+    webhook_max_body_kib = fields.Integer(
+        string="Max Body Size (KiB)", default=1024, help="Larger deliveries are refused with HTTP 413, unread."
+    )
+    webhook_paused = fields.Boolean(
+        string="Webhooks Paused",
+        tracking=True,
+        help="Deliveries are answered 503 with Retry-After: the sender keeps them and tries later.",
+    )
+    webhook_sequential = fields.Boolean(
+        string="Process In Order",
+        help="Process this connector's events one at a time, in the order received: an event "
+        "waits while an older one is queued, running or failed.",
+    )
+    webhook_unhandled = fields.Selection(
+        [("ignore", "Mark ignored"), ("fail", "Mark failed")],
+        string="Unknown Event Types",
+        default="ignore",
+        required=True,
+    )
+    webhook_retention_days = fields.Integer(
+        string="Keep Processed Events (days)",
+        default=30,
+        help="Done and ignored events older than this are deleted daily (0: keep). Failed events stay.",
+    )
+    webhook_url = fields.Char(string="Webhook URL", compute="_compute_webhook_url")
+    webhook_event_ids = fields.One2many("integration.webhook.event", "connector_id", string="Webhook Events")
+    webhook_rule_ids = fields.One2many("integration.webhook.rule", "connector_id", string="Event Rules")
+    webhook_queued_count = fields.Integer(string="Waiting Events", compute="_compute_webhook_stats")
+    webhook_failed_count = fields.Integer(string="Failed Events", compute="_compute_webhook_stats")
+    webhook_oldest_waiting_at = fields.Datetime(string="Oldest Waiting Since", compute="_compute_webhook_stats")
+    webhook_oldest_waiting_age = fields.Char(string="Oldest Waiting", compute="_compute_webhook_stats")
+
+    _sql_constraints = [
+        ("webhook_max_body_positive", "CHECK(webhook_max_body_kib > 0)", "The maximum body size must be positive."),
+        ("webhook_tolerance_positive", "CHECK(webhook_tolerance > 0)", "The timestamp tolerance must be positive."),
+        ("webhook_retention_positive", "CHECK(webhook_retention_days >= 0)", "The retention cannot be negative."),
+    ]
+
+    @api.depends("code")
+    def _compute_webhook_url(self):
+        base = self.env["ir.config_parameter"].sudo().get_param("web.base.url", "").rstrip("/")
+        for connector in self:
+            connector.webhook_url = f"{base}/integration/webhook/{connector.code}" if connector.code else False
+
+    def _compute_webhook_stats(self):
+        Event = self.env["integration.webhook.event"]
+        waiting = {
+            connector.id: (count, oldest)
+            for connector, count, oldest in Event._read_group(
+                [("connector_id", "in", self.ids), ("state", "in", ("received", "queued", "processing"))],
+                ["connector_id"],
+                ["__count", "received_at:min"],
+            )
+        }
+        failed = {
+            connector.id: count
+            for connector, count in Event._read_group(
+                [("connector_id", "in", self.ids), ("state", "=", "failed")], ["connector_id"], ["__count"]
+            )
+        }
+        now = fields.Datetime.now()
+        for connector in self:
+            count, oldest = waiting.get(connector.id, (0, False))
+            connector.webhook_queued_count = count
+            connector.webhook_failed_count = failed.get(connector.id, 0)
+            connector.webhook_oldest_waiting_at = oldest
+            connector.webhook_oldest_waiting_age = _age(now - oldest) if oldest else False
+
+    @api.constrains(
+        "webhook_hmac_header",
+        "webhook_hmac_timestamp_header",
+        "webhook_id_header",
+        "webhook_type_header",
+        "webhook_signature",
+    )
+    def _check_webhook_headers(self):
+        for connector in self.sudo():
+            for name in (
+                "webhook_hmac_header",
+                "webhook_hmac_timestamp_header",
+                "webhook_id_header",
+                "webhook_type_header",
+            ):
+                value = connector[name]
+                if value and not HEADER_NAME.match(value):
+                    raise ValidationError(
+                        self.env._(
+                            "%(field)s: %(value)r is not a valid HTTP header name.",
+                            field=connector._fields[name].string,
+                            value=value,
+                        )
+                    )
+            if connector.webhook_signature == "hmac_sha256" and not connector.webhook_hmac_header:
+                raise ValidationError(self.env._("Signature Header is required for the generic HMAC-SHA256 profile."))
+
+    # ------------------------------------------------------------------------------
+    # Actions
+    # ------------------------------------------------------------------------------
+
+    def action_open_webhook_events(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_webhook_event_action")
+        action["domain"] = [("connector_id", "=", self.id)]
+        action["context"] = {"default_connector_id": self.id}
+        return action
+
+    def action_open_failed_webhook_events(self):
+        action = self.action_open_webhook_events()
+        action["context"] = {"search_default_filter_failed": 1}
+        return action
+
+    def action_webhook_pause(self):
+        self.check_access("write")
+        self.write({"webhook_paused": True})
+        return True
+
+    def action_webhook_resume(self):
+        self.check_access("write")
+        self.write({"webhook_paused": False})
+        return True
+
+    def action_webhook_retry_failed(self):
+        """Button: choose a date, retry this connector's failed events since then."""
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Retry Failed Events"),
+            "res_model": "integration.webhook.retry.wizard",
+            "view_mode": "form",
+            "target": "new",
+            "context": {"default_connector_id": self.id},
+        }
+
+    # ------------------------------------------------------------------------------
+    # Receiving (called by the webhook controller, as superuser)
+    # ------------------------------------------------------------------------------
+
+    @api.model
+    def _webhook_connector(self, code):
+        """The active connector receiving on ``code``, or an empty recordset."""
+        if not code or len(code) > 64:
+            return self.browse()
+        return self.sudo().search([("code", "=", code)], limit=1)
+
+    def _webhook_max_body_bytes(self):
+        return max(1, self.webhook_max_body_kib or 1024) * 1024
+
+    def _webhook_verify(self, body, headers):
+        """Raise ``SignatureError`` unless the delivery is authentic; returns ``Verified``."""
+        self.ensure_one()
+        connector = self.sudo()
+        secrets = []
+        if connector.webhook_signature != "none":
+            secrets = [
+                secret
+                for secret in (self._get_secret("webhook_secret"), self._get_secret("webhook_secret_previous"))
+                if secret
+            ]
+        options = None
+        if connector.webhook_signature == "hmac_sha256":
+            options = GenericHmacOptions(
+                header=connector.webhook_hmac_header or "X-Signature",
+                encoding=connector.webhook_hmac_encoding or "hex",
+                prefix=connector.webhook_hmac_prefix or "",
+                timestamp_header=connector.webhook_hmac_timestamp_header or "",
+            )
+        return verify(
+            connector.webhook_signature,
+            body,
+            headers,
+            secrets,
+            tolerance=connector.webhook_tolerance or DEFAULT_TOLERANCE,
+            options=options,
+        )
+
+    def _webhook_identify(self, body, headers):
+        """(event id, event type) of a delivery, from headers or the JSON body.
+
+        The connector's own settings win over the profile's defaults; without any id the
+        SHA-256 of the body is the id, so a byte-identical delivery is a duplicate.
+        """
+        self.ensure_one()
+        profile = self.sudo().webhook_signature
+        document = _parse_json(body) if _wants_json(self, profile) else None
+        event_id = _first_text(
+            _header_value(headers, self.webhook_id_header),
+            json_path_get(document, self.webhook_id_path) if self.webhook_id_path else None,
+            _header_value(headers, PROFILE_ID_HEADER.get(profile)),
+            json_path_get(document, PROFILE_ID_JSON_PATH[profile]) if profile in PROFILE_ID_JSON_PATH else None,
+        )
+        if not event_id:
+            event_id = "sha256:" + hashlib.sha256(body).hexdigest()
+        event_type = _first_text(
+            _header_value(headers, self.webhook_type_header),
+            json_path_get(document, self.webhook_type_path) if self.webhook_type_path else None,
+            _header_value(headers, PROFILE_TYPE_HEADER.get(profile)),
+            json_path_get(document, PROFILE_TYPE_JSON_PATH[profile]) if profile in PROFILE_TYPE_JSON_PATH else None,
+        )
+        return event_id[:255], (event_type or "")[:128]
+
+    # ------------------------------------------------------------------------------
+    # Processing (in the event's queue job)
+    # ------------------------------------------------------------------------------
+
+    def _webhook_process_event(self, event):
+        """Process one event; extended per ``kind`` by other addons (call ``super()``).
+
+        :return: a record the event produced or touched (linked from the event), a short
+            note (str), or None
+        :raises WebhookEventUnhandled: nothing handles this event type
+        :raises RetryableJobError: a transient failure; the event is tried again later
+        Anything else fails the event, with its error, until an operator retries it.
+        """
+        self.ensure_one()
+        rule = self.env["integration.webhook.rule"]._find(self, event.event_type)
+        if rule:
+            return rule._apply(event)
+        slug = _TYPE_SLUG.sub("_", (event.event_type or "").lower()).strip("_")
+        handler = getattr(self, f"_webhook_handle_{self.kind}_{slug}", None) if slug else None
+        if handler is not None:
+            return handler(event)
+        raise WebhookEventUnhandled(
+            self.env._(
+                "No handler for event type %(type)r on connector %(code)s (kind %(kind)s).",
+                type=event.event_type or "",
+                code=self.code,
+                kind=self.kind,
+            )
+        )
+
+
+def _age(delta):
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if delta < timedelta(days=2):
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{delta.days} days"
+
+
+def _wants_json(connector, profile):
+    return bool(
+        connector.webhook_id_path
+        or connector.webhook_type_path
+        or profile in PROFILE_ID_JSON_PATH
+        or profile in PROFILE_TYPE_JSON_PATH
+    )
+
+
+def _parse_json(body):
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _header_value(headers, name):
+    return get_header(headers, name) if name else None
+
+
+def _first_text(*values):
+    for value in values:
+        if value is not None and not isinstance(value, dict | list) and str(value).strip():
+            return str(value).strip()
+    return None

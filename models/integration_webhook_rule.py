@@ -1,0 +1,201 @@
+import fnmatch
+import json
+from datetime import date, datetime, timezone
+
+from odoo import api, fields, models
+from odoo.exceptions import UserError, ValidationError
+
+from .integration_connector_webhook import json_path_get
+
+# Field types an event value can be written to without code.
+MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
+
+
+class IntegrationWebhookRule(models.Model):
+    """The no-code handler: what to do with one event type of a connector.
+
+    Either run a server action (on the event: ``record`` in its code is the event, and
+    ``record._payload_json()`` the parsed body), or create/update a record of a model
+    matched by the external id found in the payload, with a field mapping.
+    """
+
+    _name = "integration.webhook.rule"
+    _description = "Webhook Event Rule"
+    _order = "connector_id, sequence, id"
+
+    name = fields.Char(compute="_compute_name", store=True, readonly=False)
+    connector_id = fields.Many2one("integration.connector", required=True, ondelete="cascade", index=True)
+    company_id = fields.Many2one(related="connector_id.company_id", store=True)
+    sequence = fields.Integer(default=10)
+    active = fields.Boolean(default=True)
+    event_type = fields.Char(
+        required=True, help="The event type this rule handles; '*' and '?' match any text, e.g. 'order.*'."
+    )
+    action_type = fields.Selection(
+        [("server_action", "Run a server action"), ("upsert", "Create or update a record")],
+        required=True,
+        default="upsert",
+    )
+    server_action_id = fields.Many2one(
+        "ir.actions.server",
+        domain="[('model_id.model', '=', 'integration.webhook.event')]",
+        help="A server action on Webhook Event: in its code, 'record' is the event and "
+        "'record._payload_json()' its parsed body.",
+    )
+    model_id = fields.Many2one("ir.model", string="Model", ondelete="cascade")
+    model_name = fields.Char(related="model_id.model", string="Model Name")
+    match_field_id = fields.Many2one(
+        "ir.model.fields",
+        string="External ID Field",
+        ondelete="cascade",
+        domain="[('model_id', '=', model_id), ('ttype', 'in', ('char', 'integer')), ('store', '=', True)]",
+        help="The field of the model that holds the sender's id, e.g. 'ref' on contacts.",
+    )
+    match_path = fields.Char(
+        string="External ID JSON Path", help="Dotted path to the id in the payload, e.g. 'data.id'."
+    )
+    field_ids = fields.One2many("integration.webhook.rule.field", "rule_id", string="Field Mapping", copy=True)
+
+    @api.depends("event_type", "action_type")
+    def _compute_name(self):
+        labels = dict(self._fields["action_type"].selection)
+        for rule in self:
+            rule.name = f"{rule.event_type or '?'}: {labels.get(rule.action_type, '')}"
+
+    @api.constrains("action_type", "server_action_id", "model_id", "match_field_id", "match_path")
+    def _check_action(self):
+        for rule in self:
+            if rule.action_type == "server_action":
+                if not rule.server_action_id:
+                    raise ValidationError(self.env._("Rule %s: choose the server action to run.", rule.name))
+                if rule.server_action_id.model_id.model != "integration.webhook.event":
+                    raise ValidationError(
+                        self.env._("Rule %s: the server action must be defined on Webhook Event.", rule.name)
+                    )
+            elif not (rule.model_id and rule.match_field_id and rule.match_path):
+                raise ValidationError(
+                    self.env._(
+                        "Rule %s: creating or updating records needs a model, its external ID field and "
+                        "the JSON path of the external ID.",
+                        rule.name,
+                    )
+                )
+            elif rule.match_field_id.model_id != rule.model_id:
+                raise ValidationError(
+                    self.env._("Rule %s: the external ID field is not a field of the model.", rule.name)
+                )
+
+    @api.model
+    def _find(self, connector, event_type):
+        """The first active rule of ``connector`` whose pattern matches ``event_type``."""
+        for rule in self.sudo().search([("connector_id", "=", connector.id)]):
+            if fnmatch.fnmatchcase(event_type or "", rule.event_type):
+                return rule
+        return self.browse()
+
+    def _apply(self, event):
+        """Handle ``event``; returns the record touched or a note."""
+        self.ensure_one()
+        if self.action_type == "server_action":
+            action = self.server_action_id.sudo()
+            action.with_context(active_model=event._name, active_id=event.id, active_ids=event.ids).run()
+            return self.env._("Server action %s ran.", action.name)
+        return self._upsert(event)
+
+    def _upsert(self, event):
+        payload = event._payload_json()
+        external_id = json_path_get(payload, self.match_path)
+        if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
+            raise UserError(
+                self.env._(
+                    "Rule %(rule)s: no external ID at %(path)r in the payload.", rule=self.name, path=self.match_path
+                )
+            )
+        Model = self.env[self.model_id.model].sudo().with_context(active_test=False)
+        key = self.match_field_id.name
+        external_id = int(external_id) if self.match_field_id.ttype == "integer" else str(external_id)
+        values = {line.field_id.name: line._value(payload) for line in self.field_ids}
+        values[key] = external_id
+        found = Model.search([(key, "=", external_id)], limit=2)
+        if len(found) > 1:
+            raise UserError(
+                self.env._(
+                    "Rule %(rule)s: several %(model)s records have %(field)s = %(value)s; cannot tell which to update.",
+                    rule=self.name,
+                    model=self.model_id.name,
+                    field=self.match_field_id.field_description,
+                    value=external_id,
+                )
+            )
+        if found:
+            found.write(values)
+            return found
+        return Model.create(values)
+
+
+class IntegrationWebhookRuleField(models.Model):
+    _name = "integration.webhook.rule.field"
+    _description = "Webhook Event Rule Field Mapping"
+    _order = "sequence, id"
+
+    rule_id = fields.Many2one("integration.webhook.rule", required=True, ondelete="cascade", index=True)
+    sequence = fields.Integer(default=10)
+    model_id = fields.Many2one(related="rule_id.model_id")
+    field_id = fields.Many2one(
+        "ir.model.fields",
+        string="Field",
+        required=True,
+        ondelete="cascade",
+        domain=f"[('model_id', '=', model_id), ('ttype', 'in', {list(MAPPABLE_TYPES)}), ('store', '=', True), "
+        "('readonly', '=', False)]",
+    )
+    json_path = fields.Char(
+        string="JSON Path", required=True, help="Dotted path in the payload, e.g. 'customer.email'."
+    )
+
+    @api.constrains("field_id", "rule_id")
+    def _check_field(self):
+        for line in self:
+            if line.field_id.model_id != line.rule_id.model_id:
+                raise ValidationError(
+                    self.env._("Field %s is not a field of the rule's model.", line.field_id.field_description)
+                )
+            if line.field_id.ttype not in MAPPABLE_TYPES:
+                raise ValidationError(
+                    self.env._(
+                        "Field %(field)s is a %(type)s field; only simple values can be mapped without code.",
+                        field=line.field_id.field_description,
+                        type=line.field_id.ttype,
+                    )
+                )
+
+    def _value(self, payload):
+        value = json_path_get(payload, self.json_path)
+        ttype = self.field_id.ttype
+        if value is None:
+            return False
+        try:
+            if ttype in ("integer",):
+                return int(value)
+            if ttype in ("float", "monetary"):
+                return float(value)
+            if ttype == "boolean":
+                return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            if isinstance(value, dict | list):
+                return json.dumps(value)
+            if ttype == "datetime":
+                moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+                return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+            if ttype == "date":
+                return date.fromisoformat(str(value)[:10])
+            return str(value)
+        except (TypeError, ValueError):
+            raise UserError(
+                self.env._(
+                    "Field %(field)s: %(value)r at %(path)r is not a valid %(type)s.",
+                    field=self.field_id.field_description,
+                    value=str(value)[:100],
+                    path=self.json_path,
+                    type=ttype,
+                )
+            ) from None

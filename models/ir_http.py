@@ -1,0 +1,34 @@
+from odoo import models
+from odoo.http import request
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+DEFAULT_LIMIT = 1024 * 1024
+
+
+class IrHttp(models.AbstractModel):
+    _inherit = "ir.http"
+
+    @classmethod
+    def _pre_dispatch(cls, rule, args):
+        super()._pre_dispatch(rule, args)
+        if rule.endpoint.routing.get("integration_webhook"):
+            cls._integration_webhook_buffer_body(args.get("code"))
+
+    @classmethod
+    def _integration_webhook_buffer_body(cls, code):
+        """Keep the raw body of a webhook delivery before Odoo parses a form out of it.
+
+        Odoo reads form bodies (urlencoded, multipart) into parameters before the route
+        runs, which consumes them; signatures are computed on the raw bytes. A body within
+        the connector's size limit is buffered here (the form parser then reads the
+        buffer); a larger one is refused with 413, unread.
+        """
+        httprequest = request.httprequest
+        connector = request.env["integration.connector"].sudo()._webhook_connector(code)
+        limit = connector._webhook_max_body_bytes() if connector else DEFAULT_LIMIT
+        # Werkzeug refuses a larger form with 413 before reading it; other bodies are
+        # not parsed and the route itself answers 413.
+        httprequest.max_content_length = limit
+        length = httprequest.content_length
+        if length and length <= limit and httprequest.mimetype in FORM_TYPES:
+            httprequest.get_data(cache=True)

@@ -1,0 +1,316 @@
+"""Processing of stored webhook events by their queue jobs, and the operator actions."""
+
+import json
+from contextlib import contextmanager
+from datetime import timedelta
+from unittest.mock import patch
+
+from odoo import fields
+from odoo.exceptions import AccessError, UserError
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from odoo.addons.queue_job.exception import RetryableJobError
+
+from .common import IntegrationHubCase, Reply, run_job
+
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+HANDLER = "_webhook_handle_generic_rest_order_created"
+
+
+@tagged("post_install", "-at_install")
+class TestWebhookProcessing(IntegrationHubCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.connector = cls._create_connector(webhook_signature="standard_webhooks")
+        cls.connector.webhook_secret = WEBHOOK_SECRET
+        cls.Event = cls.env["integration.webhook.event"]
+
+    def _receive(self, event_id="evt_1", event_type="order.created", payload=None, connector=None):
+        connector = connector or self.connector
+        body = json.dumps(payload if payload is not None else {"id": event_id, "order": {"number": "SO-1"}}).encode()
+        record_id, created = self.Event._ingest(connector, body, {"webhook-id": event_id}, event_id, event_type)
+        self.assertTrue(created)
+        return self.Event.browse(record_id)
+
+    @contextmanager
+    def _handler(self, function):
+        """Give the generic connector kind a handler for "order.created" (as an addon would)."""
+        with patch.object(type(self.connector), HANDLER, function, create=True):
+            yield
+
+    def _run(self, event):
+        outcome = run_job(self.env, event.job_id.uuid)
+        event.invalidate_recordset()
+        return outcome
+
+    def test_handler_success(self):
+        partner = self.env["res.partner"].create({"name": "Linked"})
+        seen = []
+
+        def handle(connector, event):
+            seen.append(event._payload_json()["order"]["number"])
+            return partner
+
+        event = self._receive()
+        self.assertEqual(event.state, "queued")
+        with self._handler(handle):
+            self.assertIsNone(self._run(event))
+        self.assertEqual(seen, ["SO-1"])
+        self.assertEqual(event.state, "done")
+        self.assertEqual(event.attempts, 1)
+        self.assertTrue(event.processed_at)
+        self.assertEqual((event.res_model, event.res_id), ("res.partner", partner.id))
+        self.assertEqual(event.result_note, "Linked")
+        self.assertEqual(event.job_id.state, "done")
+
+    def test_transient_failure_then_success_through_the_call_path(self):
+        # The handler calls the partner API through the connector: a 503, then a 200.
+        replies = iter([Reply(503, {"error": "busy"}), Reply(200, {"ok": True})])
+        self.server.reset(lambda request: next(replies))
+
+        def handle(connector, event):
+            response = connector._request("POST", "/acknowledge", json={"event": event.event_id})
+            return f"acknowledged: HTTP {response.status_code}"
+
+        event = self._receive()
+        with self._handler(handle), mute_logger("odoo.addons.integration_hub.models.integration_connector"):
+            outcome = self._run(event)
+            self.assertIsInstance(outcome, RetryableJobError)
+            self.assertEqual(event.state, "queued", "waiting for its next attempt")
+            self.assertEqual(event.attempts, 1)
+            self.assertIn("503", event.last_error)
+            self.assertEqual(event.job_id.state, "pending")
+            self.assertIsNone(self._run(event))
+        self.assertEqual(event.state, "done")
+        self.assertEqual(event.attempts, 2)
+        self.assertFalse(event.last_error)
+        self.assertEqual(event.result_note, "acknowledged: HTTP 200")
+        self.assertEqual([r.json() for r in self.server.requests_to("/api/acknowledge")], [{"event": "evt_1"}] * 2)
+
+    def test_permanent_failure_then_retry_button(self):
+        def broken(connector, event):
+            raise ValueError(f"order {event._payload_json()['order']['number']} has no lines; secret {WEBHOOK_SECRET}")
+
+        event = self._receive()
+        with self._handler(broken), mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+            outcome = self._run(event)
+        self.assertIsInstance(outcome, ValueError)
+        self.assertEqual(event.state, "failed")
+        self.assertIn("SO-1 has no lines", event.last_error)
+        self.assertNotIn(WEBHOOK_SECRET, event.last_error, "the connector's secrets are masked")
+        self.assertEqual(event.job_id.state, "failed")
+        notes = " ".join(event.message_ids.mapped("body"))
+        self.assertIn("Processing failed", notes)
+        self.assertNotIn(WEBHOOK_SECRET, notes)
+        error = self.env["integration.error"].search([("res_model", "=", event._name), ("res_id", "=", event.id)])
+        self.assertEqual(len(error), 1)
+        self.assertEqual(error.state, "new")
+        self.assertEqual(error.queue_job_id, event.job_id)
+        self.assertNotIn(WEBHOOK_SECRET, error.message + (error.request_excerpt or "") + (error.traceback or ""))
+        # The operator fixes the cause and presses Retry on the error.
+        error.with_user(self.operator).action_retry()
+        event.invalidate_recordset()
+        self.assertEqual(event.state, "queued")
+        self.assertEqual(event.job_id.state, "pending", "the failed job is queued again")
+        self.assertEqual(error.state, "resolved")
+        with self._handler(lambda connector, event: "fixed"):
+            self.assertIsNone(self._run(event))
+        self.assertEqual(event.state, "done")
+        self.assertEqual(event.result_note, "fixed")
+
+    def test_retries_exhausted_leave_the_event_failed(self):
+        self.connector.retry_max_attempts = 2
+
+        def flaky(connector, event):
+            raise RetryableJobError("partner busy")
+
+        event = self._receive()
+        with self._handler(flaky), mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+            self.assertIsInstance(self._run(event), RetryableJobError)
+            self.assertEqual(event.state, "queued")
+            outcome = self._run(event)
+        self.assertNotIsInstance(outcome, RetryableJobError)
+        self.assertIn("gave up after 2 attempts", str(outcome))
+        self.assertEqual(event.state, "failed")
+        self.assertEqual(event.attempts, 2)
+        self.assertIn("gave up after 2 attempts", event.last_error)
+        self.assertEqual(event.job_id.state, "failed")
+        error = self.env["integration.error"].search([("res_model", "=", event._name), ("res_id", "=", event.id)])
+        self.assertTrue(error.is_retryable)
+
+    def test_event_retry_button_from_the_event(self):
+        event = self._receive()
+        with (
+            self._handler(lambda connector, event: 1 / 0),
+            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+        ):
+            self._run(event)
+        self.assertEqual(event.state, "failed")
+        with self.assertRaises(AccessError):
+            event.with_user(self.operator).write({"payload": "{}"})
+        event.with_user(self.operator).action_retry()
+        self.assertEqual(event.state, "queued")
+        with self._handler(lambda connector, event: None):
+            self._run(event)
+        self.assertEqual(event.state, "done")
+        with self.assertRaises(UserError):
+            event.action_retry()
+
+    def test_reprocess_runs_the_handler_again(self):
+        calls = []
+        event = self._receive()
+        with self._handler(lambda connector, event: calls.append(event.id)):
+            self._run(event)
+            first_job = event.job_id
+            event.action_reprocess()
+            self.assertEqual(event.state, "queued")
+            self.assertNotEqual(event.job_id, first_job, "a new job, the done one stays as history")
+            self._run(event)
+        self.assertEqual(calls, [event.id, event.id])
+        self.assertEqual(event.state, "done")
+
+    def test_unknown_type_ignored_or_failed_per_connector(self):
+        event = self._receive(event_type="customer.deleted")
+        self._run(event)
+        self.assertEqual(event.state, "ignored")
+        self.assertIn("No handler for event type 'customer.deleted'", event.result_note)
+        self.connector.webhook_unhandled = "fail"
+        event = self._receive("evt_2", event_type="customer.deleted")
+        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+            self._run(event)
+        self.assertEqual(event.state, "failed")
+        self.assertIn("No handler", event.last_error)
+
+    def test_mark_ignored_cancels_the_waiting_job(self):
+        event = self._receive()
+        event.with_user(self.operator).action_ignore()
+        event.invalidate_recordset()
+        self.assertEqual(event.state, "ignored")
+        self.assertEqual(event.job_id.state, "cancelled")
+
+    def test_sequential_processing_waits_for_older_events(self):
+        self.connector.webhook_sequential = True
+        older = self._receive("evt_old")
+        newer = self._receive("evt_new")
+        order = []
+        with self._handler(lambda connector, event: order.append(event.event_id)):
+            outcome = self._run(newer)
+            self.assertIsInstance(outcome, RetryableJobError)
+            self.assertIn("Waiting for", str(outcome))
+            self.assertEqual(newer.state, "queued")
+            self.assertEqual(newer.job_id.retry, 0, "waiting is not an attempt")
+            self._run(older)
+            self._run(newer)
+        self.assertEqual(order, ["evt_old", "evt_new"])
+
+    def test_generic_rule_upserts_by_external_id(self):
+        partner_model = self.env["ir.model"]._get("res.partner")
+        field = self.env["ir.model.fields"]._get
+        self.env["integration.webhook.rule"].create(
+            {
+                "connector_id": self.connector.id,
+                "event_type": "customer.*",
+                "action_type": "upsert",
+                "model_id": partner_model.id,
+                "match_field_id": field("res.partner", "ref").id,
+                "match_path": "data.id",
+                "field_ids": [
+                    (0, 0, {"field_id": field("res.partner", "name").id, "json_path": "data.name"}),
+                    (0, 0, {"field_id": field("res.partner", "email").id, "json_path": "data.contact.email"}),
+                ],
+            }
+        )
+        created = self._receive(
+            "evt_c1", "customer.created", {"data": {"id": "C-77", "name": "Ada", "contact": {"email": "a@x.test"}}}
+        )
+        self._run(created)
+        partner = self.env["res.partner"].search([("ref", "=", "C-77")])
+        self.assertEqual((partner.name, partner.email), ("Ada", "a@x.test"))
+        self.assertEqual((created.state, created.res_id), ("done", partner.id))
+        updated = self._receive(
+            "evt_c2", "customer.updated", {"data": {"id": "C-77", "name": "Ada L.", "contact": {"email": "a@y.test"}}}
+        )
+        self._run(updated)
+        self.assertEqual(self.env["res.partner"].search_count([("ref", "=", "C-77")]), 1, "updated, not duplicated")
+        self.assertEqual((partner.name, partner.email), ("Ada L.", "a@y.test"))
+        missing = self._receive("evt_c3", "customer.updated", {"data": {"name": "no id"}})
+        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+            self._run(missing)
+        self.assertEqual(missing.state, "failed")
+        self.assertIn("no external ID at 'data.id'", missing.last_error)
+
+    def test_generic_rule_runs_a_server_action(self):
+        action = self.env["ir.actions.server"].create(
+            {
+                "name": "Tag the event",
+                "model_id": self.env["ir.model"]._get("integration.webhook.event").id,
+                "state": "code",
+                "code": "record.message_post(body='order ' + record._payload_json()['order']['number'])",
+            }
+        )
+        self.env["integration.webhook.rule"].create(
+            {
+                "connector_id": self.connector.id,
+                "event_type": "order.created",
+                "action_type": "server_action",
+                "server_action_id": action.id,
+            }
+        )
+        event = self._receive()
+        self._run(event)
+        self.assertEqual(event.state, "done")
+        self.assertIn("order SO-1", event.message_ids.mapped("body")[0])
+
+    def test_retry_all_failed_since(self):
+        with (
+            self._handler(lambda connector, event: 1 / 0),
+            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+        ):
+            old, recent = self._receive("evt_a"), self._receive("evt_b")
+            self._run(old)
+            self._run(recent)
+        old.received_at = fields.Datetime.now() - timedelta(days=3)
+        wizard = (
+            self.env["integration.webhook.retry.wizard"]
+            .with_user(self.operator)
+            .create({"connector_id": self.connector.id, "since": fields.Datetime.now() - timedelta(days=1)})
+        )
+        self.assertEqual(wizard.event_count, 1)
+        wizard.action_confirm()
+        self.assertEqual((old.state, recent.state), ("failed", "queued"))
+
+    def test_purge_keeps_failed_and_recent(self):
+        self.connector.webhook_retention_days = 7
+        done_old, done_new, failed_old = self._receive("a"), self._receive("b"), self._receive("c")
+        (done_old | done_new).write({"state": "done"})
+        failed_old.write({"state": "failed"})
+        (done_old | failed_old).write({"received_at": fields.Datetime.now() - timedelta(days=8)})
+        self.Event._cron_purge()
+        self.assertEqual(self.Event.search([("connector_id", "=", self.connector.id)]), done_new | failed_old)
+
+    def test_connector_shows_queue_health(self):
+        first = self._receive("a")
+        self._receive("b")
+        first.received_at = fields.Datetime.now() - timedelta(minutes=12)
+        self.connector.invalidate_recordset()
+        self.assertEqual(self.connector.webhook_queued_count, 2)
+        self.assertEqual(self.connector.webhook_oldest_waiting_age, "12 min")
+        self.assertEqual(self.connector.webhook_failed_count, 0)
+
+    def test_public_and_other_users_cannot_read_events(self):
+        self._receive()
+        public = self.env.ref("base.public_user")
+        with self.assertRaises(AccessError):
+            self.env["integration.webhook.event"].with_user(public).search([])
+        portal = self.env["res.users"].create(
+            {
+                "name": "Portal",
+                "login": "ih_portal",
+                "groups_id": [(6, 0, [self.env.ref("base.group_portal").id])],
+            }
+        )
+        with self.assertRaises(AccessError):
+            self.env["integration.webhook.event"].with_user(portal).search([])
+        self.assertEqual(len(self.env["integration.webhook.event"].with_user(self.operator).search([])), 1)

@@ -1,0 +1,379 @@
+"""The webhook route, over real HTTP: verify, store once, queue, answer."""
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from urllib.parse import urlencode
+
+from odoo import SUPERUSER_ID, api, sql_db
+from odoo.tests import HttpCase, tagged
+from odoo.tools import mute_logger
+
+from . import webhook_senders as senders
+from .common import CommittedConnector, IntegrationHubMixin
+
+ROUTE_LOGGER = "odoo.addons.integration_hub.controllers.webhook"
+STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+STANDARD_SECRET_NEW = "whsec_" + "bmV3LXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHMh"
+PLAIN_SECRET = "plain-secret-for-tests"
+PLAIN_SECRET_NEW = "rotated-plain-secret"
+
+
+def _body(event_id="evt_1", event_type="order.created", **extra):
+    return json.dumps({"id": event_id, "type": event_type, "data": {"order": 42, **extra}}).encode()
+
+
+# Per profile: connector settings, and a function (secret, body, event id, timestamp) -> headers,
+# made by the sender-side code of tests/webhook_senders.py.
+PROFILES = {
+    "standard_webhooks": (
+        {},
+        (STANDARD_SECRET, STANDARD_SECRET_NEW),
+        lambda secret, body, eid, ts: senders.standard_webhooks_headers(secret, body, eid, ts),
+    ),
+    "stripe": (
+        {},
+        (PLAIN_SECRET, PLAIN_SECRET_NEW),
+        lambda secret, body, eid, ts: senders.stripe_headers(secret, body, ts),
+    ),
+    "github": (
+        {},
+        (PLAIN_SECRET, PLAIN_SECRET_NEW),
+        lambda secret, body, eid, ts: senders.github_headers(secret, body, eid, "push"),
+    ),
+    "shopify": (
+        {},
+        (PLAIN_SECRET, PLAIN_SECRET_NEW),
+        lambda secret, body, eid, ts: senders.shopify_headers(secret, body, eid, "orders/create"),
+    ),
+    "hmac_sha256": (
+        {
+            "webhook_hmac_header": "X-Partner-Signature",
+            "webhook_hmac_encoding": "base64",
+            "webhook_hmac_prefix": "sha256=",
+            "webhook_hmac_timestamp_header": "X-Partner-Timestamp",
+            "webhook_id_header": "X-Partner-Delivery",
+        },
+        (PLAIN_SECRET, PLAIN_SECRET_NEW),
+        lambda secret, body, eid, ts: {
+            **senders.generic_hmac_headers(
+                secret,
+                body,
+                header="X-Partner-Signature",
+                encoding="base64",
+                prefix="sha256=",
+                timestamp_header="X-Partner-Timestamp",
+                timestamp=ts,
+            ),
+            "X-Partner-Delivery": eid,
+        },
+    ),
+}
+TIMESTAMPED = ("standard_webhooks", "stripe", "hmac_sha256")
+SIGNATURE_HEADER = {
+    "standard_webhooks": "webhook-signature",
+    "stripe": "Stripe-Signature",
+    "github": "X-Hub-Signature-256",
+    "shopify": "X-Shopify-Hmac-SHA256",
+    "hmac_sha256": "X-Partner-Signature",
+}
+
+
+class WebhookRouteCase(IntegrationHubMixin, HttpCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._setup_env()
+        cls.Event = cls.env["integration.webhook.event"]
+
+    def _receiver(self, profile="standard_webhooks", secret=None, **values):
+        settings, secrets, _sign = PROFILES.get(profile, ({}, (PLAIN_SECRET,), None))
+        connector = self._create_connector(webhook_signature=profile, **{**settings, **values})
+        if secret is None:
+            secret = secrets[0]
+        if secret:
+            connector.webhook_secret = secret
+        return connector
+
+    def _post(self, code, body, headers=None, content_type="application/json"):
+        headers = {"Content-Type": content_type, **(headers or {})}
+        return self.url_open(f"/integration/webhook/{code}", data=body, headers=headers, timeout=30)
+
+    def _events(self, connector):
+        return self.Event.search([("connector_id", "=", connector.id)])
+
+
+@tagged("post_install", "-at_install")
+class TestWebhookSignatures(WebhookRouteCase):
+    def _deliver(self, profile, connector, secret, body, event_id, timestamp=None, mutate=None):
+        headers = PROFILES[profile][2](secret, body, event_id, int(time.time()) if timestamp is None else timestamp)
+        if mutate:
+            headers = mutate(headers)
+        return self._post(connector.code, body, headers)
+
+    def test_valid_delivery_is_stored_and_queued(self):
+        for profile in PROFILES:
+            with self.subTest(profile=profile):
+                connector = self._receiver(profile)
+                body = _body(f"evt-{profile}")
+                response = self._deliver(profile, connector, PROFILES[profile][1][0], body, f"delivery-{profile}")
+                self.assertEqual(response.status_code, 202, response.text)
+                answer = response.json()
+                self.assertEqual(answer["status"], "queued")
+                event = self._events(connector)
+                self.assertEqual(len(event), 1)
+                self.assertEqual(answer["reference"], event.id)
+                self.assertEqual(event.state, "queued")
+                self.assertEqual(event.payload, body.decode(), "the raw body is stored as received")
+                self.assertEqual(event.payload_size, len(body))
+                self.assertTrue(event.job_id, "a processing job was created")
+                self.assertEqual(event.job_id.channel, "root.integration.webhook")
+                self.assertEqual(event.job_id.identity_key, f"integration.webhook.event:{event.id}")
+                expected_id = f"evt-{profile}" if profile == "stripe" else f"delivery-{profile}"
+                self.assertEqual(event.event_id, expected_id)
+                self.assertEqual(answer["event_id"], expected_id)
+                expected_type = {"github": "push", "shopify": "orders/create"}.get(profile, "order.created")
+                if profile == "hmac_sha256":
+                    expected_type = ""  # no type header or path configured on this connector
+                self.assertEqual(event.event_type or "", expected_type)
+                stored_headers = json.loads(event.headers)
+                signature_header = next(k for k in stored_headers if k.lower() == SIGNATURE_HEADER[profile].lower())
+                self.assertEqual(stored_headers[signature_header], "***", "signatures are masked in storage")
+
+    @mute_logger(ROUTE_LOGGER)
+    def test_forged_deliveries_get_401_and_nothing_is_stored(self):
+        for profile, (_settings, secrets, sign) in PROFILES.items():
+            connector = self._receiver(profile)
+            body = _body()
+            now = int(time.time())
+            signed = sign(secrets[0], body, "d1", now)
+            unsigned = {k: v for k, v in signed.items() if k.lower() != SIGNATURE_HEADER[profile].lower()}
+            cases = {
+                "tampered body": (body.replace(b"42", b"43"), signed),
+                "wrong secret": (body, sign(secrets[1], body, "d2", now)),
+                "missing signature header": (body, unsigned),
+            }
+            if profile in TIMESTAMPED:
+                cases["expired timestamp"] = (body, sign(secrets[0], body, "d4", now - 301 - 5))
+                cases["future timestamp"] = (body, sign(secrets[0], body, "d5", now + 301 + 5))
+            for label, (sent_body, headers) in cases.items():
+                with self.subTest(profile=profile, case=label):
+                    response = self._post(connector.code, sent_body, headers)
+                    self.assertEqual(response.status_code, 401, response.text)
+                    self.assertEqual(response.json()["error"], "invalid_signature")
+                    self.assertNotIn(secrets[0], response.text)
+            self.assertFalse(self._events(connector), f"{profile}: nothing stored")
+
+    @mute_logger(ROUTE_LOGGER)
+    def test_no_secret_refuses_every_profile(self):
+        for profile, (_settings, secrets, _sign) in PROFILES.items():
+            with self.subTest(profile=profile):
+                connector = self._receiver(profile, secret=False)
+                response = self._deliver(profile, connector, secrets[0], _body(), "d1")
+                self.assertEqual(response.status_code, 401)
+                self.assertIn("no signing secret", response.json()["message"])
+                self.assertFalse(self._events(connector))
+
+    def test_previous_secret_accepted_during_rotation(self):
+        for profile, (_settings, secrets, _sign) in PROFILES.items():
+            with self.subTest(profile=profile):
+                connector = self._receiver(profile, secret=secrets[1])
+                connector.webhook_secret_previous = secrets[0]
+                old = self._deliver(profile, connector, secrets[0], _body("evt-old"), "old")
+                new = self._deliver(profile, connector, secrets[1], _body("evt-new"), "new")
+                self.assertEqual((old.status_code, new.status_code), (202, 202))
+                connector.with_context(secret_field="webhook_secret_previous").action_clear_secret()
+                with mute_logger(ROUTE_LOGGER):
+                    retired = self._deliver(profile, connector, secrets[0], _body("evt-late"), "late")
+                self.assertEqual(retired.status_code, 401, "the retired secret no longer works")
+                self.assertEqual(len(self._events(connector)), 2)
+
+    def test_unsigned_profile_must_be_chosen(self):
+        connector = self._receiver("none", secret=False)
+        response = self._post(connector.code, _body("evt-open"))
+        self.assertEqual(response.status_code, 202)
+        digest = hashlib.sha256(_body("evt-open")).hexdigest()
+        self.assertEqual(self._events(connector).event_id, f"sha256:{digest}", "no id header: the body identifies")
+        default = self.env["integration.connector"].new({})
+        self.assertEqual(default.webhook_signature, "standard_webhooks", "a new connector verifies by default")
+
+
+@tagged("post_install", "-at_install")
+class TestWebhookRoute(WebhookRouteCase):
+    def _signed(self, connector, body, event_id="d1"):
+        return senders.standard_webhooks_headers(STANDARD_SECRET, body, event_id, int(time.time()))
+
+    def test_duplicate_delivery_is_200_and_counted(self):
+        connector = self._receiver()
+        body = _body()
+        first = self._post(connector.code, body, self._signed(connector, body, "msg_1"))
+        second = self._post(connector.code, body, self._signed(connector, body, "msg_1"))
+        self.assertEqual(first.status_code, 202)
+        self.assertEqual(second.status_code, 200)
+        self.assertEqual(second.json()["status"], "duplicate")
+        self.assertEqual(second.json()["reference"], first.json()["reference"])
+        event = self._events(connector)
+        self.assertEqual(len(event), 1)
+        event.invalidate_recordset()
+        self.assertEqual(event.duplicate_count, 1)
+        jobs = self.env["queue.job"].search([("identity_key", "=", f"integration.webhook.event:{event.id}")])
+        self.assertEqual(len(jobs), 1, "a duplicate queues nothing")
+
+    def test_concurrent_deliveries_of_one_event(self):
+        connector = self._receiver()
+        body = _body()
+        headers = self._signed(connector, body, "msg_concurrent")
+        code = connector.code
+        statuses = []
+        barrier = threading.Barrier(20)
+
+        def deliver():
+            barrier.wait()
+            statuses.append(self._post(code, body, headers).status_code)
+
+        threads = [threading.Thread(target=deliver) for _i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(sorted(statuses), [200] * 19 + [202])
+        event = self._events(connector)
+        self.assertEqual(len(event), 1)
+        event.invalidate_recordset()
+        self.assertEqual(event.duplicate_count, 19)
+        jobs = self.env["queue.job"].search([("identity_key", "=", f"integration.webhook.event:{event.id}")])
+        self.assertEqual(len(jobs), 1)
+
+    @mute_logger(ROUTE_LOGGER)
+    def test_oversized_body_413_before_anything(self):
+        connector = self._receiver(webhook_max_body_kib=1)
+        body = json.dumps({"id": "big", "blob": "x" * 2000}).encode()
+        response = self._post(connector.code, body, self._signed(connector, body))
+        self.assertEqual(response.status_code, 413)
+        # Unsigned too: the size is checked before the signature.
+        response = self._post(connector.code, body, {})
+        self.assertEqual(response.status_code, 413)
+        # A form body is refused before Odoo parses it.
+        form = urlencode({"payload": "x" * 2000}).encode()
+        response = self._post(connector.code, form, {}, content_type="application/x-www-form-urlencoded")
+        self.assertEqual(response.status_code, 413)
+        self.assertFalse(self._events(connector))
+
+    def test_unknown_and_archived_connectors_404(self):
+        response = self._post("no-such-connector", b"{}", {})
+        self.assertEqual(response.status_code, 404)
+        connector = self._receiver()
+        connector.active = False
+        body = _body()
+        response = self._post(connector.code, body, self._signed(connector, body))
+        self.assertEqual(response.status_code, 404)
+        self.assertFalse(self.Event.with_context(active_test=False).search([("connector_id", "=", connector.id)]))
+
+    def test_paused_connector_503_with_retry_after(self):
+        connector = self._receiver()
+        connector.action_webhook_pause()
+        body = _body()
+        response = self._post(connector.code, body, self._signed(connector, body))
+        self.assertEqual(response.status_code, 503)
+        self.assertEqual(response.headers["Retry-After"], "120")
+        self.assertFalse(self._events(connector))
+        connector.action_webhook_resume()
+        self.assertEqual(self._post(connector.code, body, self._signed(connector, body)).status_code, 202)
+
+    def test_github_form_delivery_verified_on_raw_bytes(self):
+        # GitHub can deliver as application/x-www-form-urlencoded (payload=<json>); the
+        # signature covers the encoded body, which Odoo would otherwise parse away.
+        connector = self._receiver("github")
+        body = urlencode({"payload": json.dumps({"action": "opened", "number": 7})}).encode()
+        headers = senders.github_headers(PLAIN_SECRET, body, "gh-delivery-1", "pull_request")
+        response = self._post(connector.code, body, headers, content_type="application/x-www-form-urlencoded")
+        self.assertEqual(response.status_code, 202, response.text)
+        event = self._events(connector)
+        self.assertEqual(event.payload, body.decode())
+        self.assertEqual((event.event_id, event.event_type), ("gh-delivery-1", "pull_request"))
+
+    def test_event_id_and_type_from_json_paths(self):
+        connector = self._receiver(
+            "hmac_sha256",
+            webhook_id_path="meta.delivery",
+            webhook_type_path="meta.topic",
+            webhook_hmac_header="X-Sig",
+            webhook_hmac_encoding="hex",
+            webhook_hmac_prefix=False,
+            webhook_hmac_timestamp_header=False,
+            webhook_id_header=False,
+        )
+        body = json.dumps({"meta": {"delivery": "abc-123", "topic": "stock.changed"}}).encode()
+        response = self._post(connector.code, body, senders.generic_hmac_headers(PLAIN_SECRET, body, header="X-Sig"))
+        self.assertEqual(response.status_code, 202, response.text)
+        event = self._events(connector)
+        self.assertEqual((event.event_id, event.event_type), ("abc-123", "stock.changed"))
+
+    def test_get_is_not_a_delivery(self):
+        connector = self._receiver()
+        response = self.url_open(f"/integration/webhook/{connector.code}", timeout=30)
+        self.assertEqual(response.status_code, 405)
+
+
+@tagged("post_install", "-at_install")
+class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
+    """Twenty transactions of their own storing one event at once, on committed data.
+
+    The route tests share one test transaction; here each delivery has its own
+    connection, as with several Odoo workers.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._setup_env()
+
+    def test_twenty_transactions_one_row_one_job(self):
+        dbname = self.env.cr.dbname
+        code = f"concurrent-{uuid.uuid4().hex[:8]}"
+        committed = CommittedConnector(
+            dbname,
+            {
+                "name": "Concurrent",
+                "code": code,
+                "base_url": "http://127.0.0.1:9/",
+                "webhook_signature": "none",
+            },
+        )
+        self.addCleanup(committed.delete)
+        body = b'{"id": "evt_race", "type": "order.created"}'
+        results, errors = [], []
+        barrier = threading.Barrier(20)
+
+        def ingest():
+            try:
+                with sql_db.db_connect(dbname).cursor() as cr:
+                    env = api.Environment(cr, SUPERUSER_ID, {})
+                    connector = env["integration.connector"].browse(committed.id)
+                    cr.execute("SELECT 1")  # the transaction's snapshot starts before the race
+                    barrier.wait()
+                    results.append(env["integration.webhook.event"]._ingest(connector, body, {}, "evt_race", "x"))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=ingest) for _i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(created for _id, created in results), [False] * 19 + [True])
+        with sql_db.db_connect(dbname).cursor() as cr:
+            cr.execute(
+                "SELECT id, duplicate_count FROM integration_webhook_event WHERE connector_id = %s", [committed.id]
+            )
+            rows = cr.fetchall()
+            self.assertEqual(len(rows), 1)
+            self.assertEqual(rows[0][1], 19)
+            cr.execute(
+                "SELECT count(*) FROM queue_job WHERE identity_key = %s", [f"integration.webhook.event:{rows[0][0]}"]
+            )
+            self.assertEqual(cr.fetchone()[0], 1)
+            cr.execute("DELETE FROM queue_job WHERE identity_key = %s", [f"integration.webhook.event:{rows[0][0]}"])

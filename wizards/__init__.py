@@ -1,0 +1,1 @@
+from . import integration_webhook_retry_wizard
