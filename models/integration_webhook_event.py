@@ -11,6 +11,7 @@ from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError
 
 from odoo.addons.queue_job.exception import RetryableJobError
+from odoo.addons.queue_job.job import Job
 
 from ..core.backoff import retry_delay
 from ..core.redact import redact_headers, redact_text
@@ -132,7 +133,7 @@ class IntegrationWebhookEvent(models.Model):
         events = self.filtered(lambda e: e.state in ("done", "ignored"))
         if not events:
             raise UserError(self.env._("Only done or ignored events can be reprocessed."))
-        events._requeue(self.env._("Reprocessing requested by %s.", self.env.user.name), new_job=True)
+        events._requeue(self.env._("Reprocessing requested by %s.", self.env.user.name))
         return _notification(self.env, self.env._("%s event(s) queued for reprocessing.", len(events)))
 
     def action_ignore(self):
@@ -173,17 +174,15 @@ class IntegrationWebhookEvent(models.Model):
             "view_mode": "form",
         }
 
-    def _requeue(self, note, new_job=False):
-        """Queue these events again: the failed job is re-queued, or a new one made."""
+    def _requeue(self, note):
+        """Queue these events again, each with a new job (a failed one is cancelled)."""
         self.check_access("read")  # operators act on what they can see; the write is ours
         for event in self.sudo():
+            if event.job_id.state == "failed":
+                event.job_id.button_cancelled()  # superseded: one failed job per event, not two
             event.write({"state": "queued", "last_error": False})
-            job = event.job_id
-            if not new_job and job and job.state == "failed":
-                job.requeue()
-            else:
-                event._enqueue()
             event._message_log(body=note)
+            event._enqueue()
         errors = (
             self.env["integration.error"]
             .sudo()
@@ -290,7 +289,10 @@ class IntegrationWebhookEvent(models.Model):
             )
             ._job_process()
         )
-        record = job.db_record() if job else self.env["queue.job"]
+        if not isinstance(job, Job):
+            # queue_job's no-delay switch (tests, debugging) ran the processing inline.
+            return self.env["queue.job"]
+        record = job.db_record()
         if record:
             self.env.cr.execute("UPDATE integration_webhook_event SET job_id = %s WHERE id = %s", [record.id, self.id])
             self.invalidate_recordset(["job_id"])
@@ -318,7 +320,8 @@ class IntegrationWebhookEvent(models.Model):
             event._wait_for_turn()
         job_uuid = self.env.context.get("job_uuid")
         job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1) if job_uuid else None
-        attempt = (job.retry if job else 0) + 1
+        job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
+        attempt = event.attempts + 1  # the event's runs, across Retry and Reprocess
         try:
             with self.env.cr.savepoint():
                 outcome = connector._webhook_process_event(event)
@@ -330,13 +333,13 @@ class IntegrationWebhookEvent(models.Model):
             return str(exc)
         except RetryableJobError as exc:
             max_attempts = min(connector.retry_max_attempts, job.max_retries if job and job.max_retries else 10**6)
-            if attempt >= max_attempts:
+            if job_attempt >= max_attempts:
                 event._fail(exc, attempt, permanent=True, gave_up=max_attempts)
                 raise _GaveUp(
                     self.env._("%(error)s (gave up after %(max)s attempts)", error=exc, max=max_attempts)
                 ) from None
             seconds = exc.seconds or retry_delay(
-                attempt - 1, connector.retry_backoff_base, connector.retry_backoff_cap, rng=_jitter_random
+                job_attempt - 1, connector.retry_backoff_base, connector.retry_backoff_cap, rng=_jitter_random
             )
             event._fail(exc, attempt, permanent=False)
             raise RetryableJobError(
