@@ -78,10 +78,18 @@ class IntegrationError(models.Model):
             what = f"HTTP {error.status_code}" if error.status_code else (error.error_class or "")
             error.name = f"{error.connector_id.name or ''}: {error.operation or ''} ({what})"
 
-    @api.depends("queue_job_id.state", "state")
+    @api.depends("queue_job_id.state", "state", "res_model", "res_id")
     def _compute_can_retry(self):
         for error in self:
-            error.can_retry = bool(error.queue_job_id) and error.queue_job_id.state == "failed"
+            event = error._failed_webhook_event()
+            error.can_retry = bool(event) or (bool(error.queue_job_id) and error.queue_job_id.state == "failed")
+
+    def _failed_webhook_event(self):
+        """The failed webhook event this error is about, if any (its Retry is the event's)."""
+        if self.res_model != "integration.webhook.event" or not self.res_id:
+            return self.env["integration.webhook.event"]
+        event = self.env["integration.webhook.event"].sudo().browse(self.res_id).exists()
+        return event.filtered(lambda e: e.state == "failed")
 
     # Actions ---------------------------------------------------------------------------
 
@@ -93,7 +101,12 @@ class IntegrationError(models.Model):
                 self.env._("None of the selected errors can be retried: only failures of a failed job can be.")
             )
         for error in retryable:
-            error.queue_job_id.sudo().requeue()
+            event = error._failed_webhook_event()
+            if event:
+                # Processing an event again is the event's own Retry (new job, event queued).
+                event.with_env(self.env).action_retry()
+            else:
+                error.queue_job_id.sudo().requeue()
             error._message_log(body=self.env._("Retried by %s: the job is queued again.", self.env.user.name))
         retryable.write({"state": "resolved"})
         return {
