@@ -1,0 +1,209 @@
+"""Benchmark of the webhook inbox (run by scripts/bench; prints the README figures).
+
+1. Ingest: Odoo with 2 HTTP workers; a second OS process (load_client.py) sends signed
+   Standard Webhooks deliveries from THREADS threads for SECONDS, alternating ROUNDS
+   times with Odoo's own GET /web/health measured the same way. Then the rows are
+   counted: every 202 must be exactly one stored event, nothing else stored.
+2. Processing: EVENTS events queued at once, processed by the queue_job runner (2
+   channels) through a no-code rule that creates or updates a contact per event.
+"""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import odoo
+from odoo.modules.registry import Registry
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECRET = "whsec_" + "YmVuY2htYXJrLXNpZ25pbmctc2VjcmV0LTMyYnl0ZXM="
+THREADS = int(os.environ.get("BENCH_WEBHOOK_THREADS", "4"))
+SECONDS = float(os.environ.get("BENCH_WEBHOOK_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_WEBHOOK_ROUNDS", "3"))
+EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "5000"))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def env_for(cr):
+    return odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
+
+
+def make_connector(db):
+    with Registry(db).cursor() as cr:
+        env = env_for(cr)
+        connector = env["integration.connector"].create(
+            {
+                "name": "Bench webhooks",
+                "code": "bench-hooks",
+                "base_url": "http://127.0.0.1:9/",
+                "webhook_signature": "standard_webhooks",
+            }
+        )
+        connector.webhook_secret = SECRET
+        return connector.id
+
+
+class OdooServer:
+    def __init__(self, odoo_bin, conf, db, load, extra_env=None):
+        self.port = free_port()
+        command = [odoo_bin, "server", "-c", conf, "-d", db, "--db-filter", f"^{db}$", "--workers", "2"]
+        command += ["--http-port", str(self.port), "--gevent-port", str(free_port()), "--max-cron-threads", "0"]
+        command += ["--load", load, "--log-level", "warn", "--logfile", "/dev/null"]
+        self.process = subprocess.Popen(command, env=dict(os.environ, **(extra_env or {})))
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/web/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise SystemExit("Odoo did not start")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def load(url, seconds, secret=None, prefix="evt", threads=THREADS):
+    command = [sys.executable, os.path.join(HERE, "load_client.py"), url, "--threads", str(threads)]
+    command += ["--seconds", str(seconds), "--prefix", prefix] + (["--secret", secret] if secret else [])
+    out = subprocess.run(command, check=True, capture_output=True).stdout
+    return json.loads(out)
+
+
+def summary(runs):
+    latencies = sorted(v for run in runs for v in run["latencies"])
+    requests = len(latencies)
+    elapsed = sum(run["elapsed"] for run in runs)
+    statuses = {}
+    for run in runs:
+        for status, count in run["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return requests / elapsed, statistics.median(latencies), p99, statuses
+
+
+def ingest(conf, db, odoo_bin, connector_id):
+    server = OdooServer(odoo_bin, conf, db, "base,web")
+    webhook_url = f"{server.url}/integration/webhook/bench-hooks"
+    try:
+        # Warm both workers up (registry, routing map) before measuring.
+        load(server.url + "/web/health", 2)
+        load(webhook_url, 2, SECRET, prefix="warmup")
+        health_runs, webhook_runs = [], []
+        for round_no in range(ROUNDS):
+            health_runs.append(load(server.url + "/web/health", SECONDS))
+            webhook_runs.append(load(webhook_url, SECONDS, SECRET, prefix=f"round{round_no}"))
+    finally:
+        server.stop()
+    accepted = [event_id for run in webhook_runs for event_id in run["accepted"]]
+    with Registry(db).cursor() as cr:
+        cr.execute(
+            """SELECT count(*), count(DISTINCT event_id), COALESCE(sum(duplicate_count), 0)
+                 FROM integration_webhook_event WHERE connector_id = %s AND event_id LIKE 'round%%'""",
+            [connector_id],
+        )
+        rows, distinct, duplicates = cr.fetchone()
+        cr.execute(
+            "SELECT count(*) FROM integration_webhook_event WHERE connector_id = %s AND event_id = ANY(%s)",
+            [connector_id, accepted],
+        )
+        (found,) = cr.fetchone()
+        cr.execute(
+            """SELECT count(*) FROM integration_webhook_event e JOIN queue_job j ON j.id = e.job_id
+                WHERE e.connector_id = %s AND e.event_id LIKE 'round%%'""",
+            [connector_id],
+        )
+        (with_job,) = cr.fetchone()
+    health = summary(health_runs)
+    webhook = summary(webhook_runs)
+    print(f"cpus: {os.cpu_count()}, Odoo 2 HTTP workers, client: {THREADS} threads, {ROUNDS} x {SECONDS:.0f} s each")
+    for name, (rate, p50, p99, statuses) in (("GET /web/health", health), ("signed webhook POST", webhook)):
+        print(f"{name:22s} {rate:7.1f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  statuses {statuses}")
+    print(f"webhook / health throughput ratio: {webhook[0] / health[0]:.2f}  (goal >= 0.6; p99 goal < 250 ms)")
+    print(
+        f"answered 202: {len(accepted)}; rows stored: {rows} ({distinct} distinct ids, {found} of the 202s found, "
+        f"{with_job} with a job); lost: {len(accepted) - found}; duplicated: {rows - distinct + duplicates}"
+    )
+
+
+def processing(conf, db, odoo_bin, connector_id):
+    with Registry(db).cursor() as cr:
+        env = env_for(cr)
+        cr.execute("DELETE FROM queue_job WHERE channel = 'root.integration.webhook'")
+        env["integration.webhook.event"].search([]).unlink()
+        field = env["ir.model.fields"]._get
+        env["integration.webhook.rule"].create(
+            {
+                "connector_id": connector_id,
+                "event_type": "order.*",
+                "action_type": "upsert",
+                "model_id": env["ir.model"]._get("res.partner").id,
+                "match_field_id": field("res.partner", "ref").id,
+                "match_path": "data.id",
+                "field_ids": [(0, 0, {"field_id": field("res.partner", "name").id, "json_path": "data.name"})],
+            }
+        )
+        connector = env["integration.connector"].browse(connector_id)
+        Event = env["integration.webhook.event"]
+        started = time.monotonic()
+        for number in range(EVENTS):
+            body = json.dumps({"type": "order.created", "data": {"id": f"B-{number}", "name": f"Bench {number}"}})
+            Event._ingest(connector, body.encode(), {}, f"proc-{number}", "order.created")
+        queued_in = time.monotonic() - started
+    server = OdooServer(odoo_bin, conf, db, "base,web,queue_job", extra_env={"ODOO_QUEUE_JOB_CHANNELS": "root:2"})
+    try:
+        deadline = time.time() + 1800
+        while time.time() < deadline:
+            with Registry(db).cursor() as cr:
+                cr.execute(
+                    "SELECT state, count(*) FROM integration_webhook_event WHERE connector_id = %s GROUP BY state",
+                    [connector_id],
+                )
+                states = dict(cr.fetchall())
+            if states.get("done", 0) + states.get("failed", 0) + states.get("ignored", 0) >= EVENTS:
+                break
+            time.sleep(1)
+    finally:
+        server.stop()
+    with Registry(db).cursor() as cr:
+        cr.execute(
+            """SELECT min(date_started), max(date_done), count(*) FILTER (WHERE state = 'done')
+                 FROM queue_job WHERE channel = 'root.integration.webhook'"""
+        )
+        first_started, last_done, jobs_done = cr.fetchone()
+        cr.execute("SELECT count(*) FROM res_partner WHERE ref LIKE 'B-%%'")
+        (partners,) = cr.fetchone()
+    span = (last_done - first_started).total_seconds() if first_started and last_done else float("nan")
+    print(
+        f"processing {EVENTS} queued events (queued in {queued_in:.1f} s, one transaction), runner channel root:2: "
+        f"states {states}, jobs done {jobs_done}, contacts created {partners}, "
+        f"first start to last done {span:.1f} s = {jobs_done / span:.1f} events/s"
+    )
+
+
+def main(conf, db, odoo_bin):
+    odoo.tools.config.parse_config(["-c", conf, "-d", db, "--log-level", "warn"])
+    connector_id = make_connector(db)
+    ingest(conf, db, odoo_bin, connector_id)
+    processing(conf, db, odoo_bin, connector_id)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
