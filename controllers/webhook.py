@@ -3,7 +3,7 @@ import logging
 import re
 from datetime import datetime, timezone
 
-from odoo import http
+from odoo import SUPERUSER_ID, http
 from odoo.http import request
 
 from ..core.signatures import SignatureError
@@ -34,7 +34,8 @@ class IntegrationWebhookController(http.Controller):
     @http.route(
         WEBHOOK_ROUTE,
         type="http",
-        auth="public",
+        # No user to authenticate: the signature is the authentication.
+        auth="none",
         methods=["POST"],
         csrf=False,
         save_session=False,
@@ -42,38 +43,37 @@ class IntegrationWebhookController(http.Controller):
     )
     def integration_webhook(self, code, **_params):
         httprequest = request.httprequest
-        connector = request.env["integration.connector"].sudo()._webhook_connector(code)
-        if not connector:
+        env = request.env(user=SUPERUSER_ID)
+        receiver = env["integration.connector"]._webhook_receiver(code)
+        if receiver is None:
             return _reply(404, {"error": "not_found", "message": "No active connector receives on this URL."})
-        if connector.webhook_paused:
+        if receiver.webhook_paused:
             return _reply(
                 503,
                 {"error": "paused", "message": "Deliveries are paused; try again later."},
                 headers=[("Retry-After", str(PAUSED_RETRY_AFTER))],
             )
-        limit = connector._webhook_max_body_bytes()
+        limit = receiver.max_body_bytes
         if (httprequest.content_length or 0) > limit:
-            return self._too_large(connector, limit)
+            return self._too_large(receiver, limit)
         # Read at most one byte past the limit: a body without Content-Length cannot grow us.
         body = httprequest.get_data(cache=True) if httprequest.content_length else httprequest.stream.read(limit + 1)
         if len(body) > limit:
-            return self._too_large(connector, limit)
+            return self._too_large(receiver, limit)
+        Connector = env["integration.connector"]
         try:
-            verified = connector._webhook_verify(body, httprequest.headers)
+            verified = Connector._webhook_verify(receiver, body, httprequest.headers)
         except SignatureError as exc:
-            _logger.warning(
-                "Webhook %s refused from %s: %s", connector.code, _safe(httprequest.remote_addr), _safe(exc)
-            )
+            _logger.warning("Webhook %s refused from %s: %s", receiver.code, _safe(httprequest.remote_addr), _safe(exc))
             return _reply(401, {"error": "invalid_signature", "message": str(exc)})
-        event_id, event_type = connector._webhook_identify(body, httprequest.headers)
+        event_id, event_type = Connector._webhook_identify(receiver, body, httprequest.headers)
         signed_at = (
             datetime.fromtimestamp(verified.timestamp, tz=timezone.utc).replace(tzinfo=None)
             if verified.timestamp
             else None
         )
-        Event = request.env["integration.webhook.event"].sudo()
-        record_id, created = Event._ingest(
-            connector,
+        record_id, created = env["integration.webhook.event"]._ingest(
+            receiver,
             body,
             httprequest.headers,
             event_id,
@@ -81,9 +81,9 @@ class IntegrationWebhookController(http.Controller):
             signed_at=signed_at,
             remote_addr=httprequest.remote_addr,
         )
-        payload = {"status": "queued" if created else "duplicate", "event_id": event_id, "reference": record_id}
+        payload = {"status": "accepted" if created else "duplicate", "event_id": event_id, "reference": record_id}
         return _reply(202 if created else 200, payload)
 
-    def _too_large(self, connector, limit):
-        _logger.warning("Webhook %s refused: body over %s bytes", connector.code, limit)
+    def _too_large(self, receiver, limit):
+        _logger.warning("Webhook %s refused: body over %s bytes", receiver.code, limit)
         return _reply(413, {"error": "too_large", "message": f"The body exceeds {limit} bytes."})

@@ -1,11 +1,14 @@
 import hashlib
 import json
+import logging
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import ValidationError
 
+from ..core.crypto import SecretDecryptionError
 from ..core.signatures import (
     DEFAULT_TOLERANCE,
     PROFILE_ID_HEADER,
@@ -18,10 +21,64 @@ from ..core.signatures import (
 )
 from .integration_secret_mixin import MANAGER_GROUP, secret_fields
 
+_logger = logging.getLogger(__name__)
+
 # Seconds a sender is told to wait (Retry-After) while a connector's webhooks are paused.
 PAUSED_RETRY_AFTER = 120
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _TYPE_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+# Decrypted signing secrets by ciphertext, in this process: a changed or re-encrypted secret is
+# a new ciphertext, so an entry never goes stale. Secrets are in memory during calls anyway.
+_decrypted_secrets = {}
+
+
+@dataclass(frozen=True)
+class WebhookReceiver:
+    """The webhook settings of one connector, as read by the route (see ``_webhook_receiver``)."""
+
+    COLUMNS = (
+        "id",
+        "code",
+        "company_id",
+        "webhook_signature",
+        "webhook_paused",
+        "webhook_max_body_kib",
+        "webhook_tolerance",
+        "webhook_secret_encrypted",
+        "webhook_secret_previous_encrypted",
+        "webhook_hmac_header",
+        "webhook_hmac_encoding",
+        "webhook_hmac_prefix",
+        "webhook_hmac_timestamp_header",
+        "webhook_id_header",
+        "webhook_id_path",
+        "webhook_type_header",
+        "webhook_type_path",
+    )
+
+    id: int
+    code: str
+    company_id: int
+    webhook_signature: str
+    webhook_paused: bool
+    webhook_max_body_kib: int
+    webhook_tolerance: int
+    webhook_secret_encrypted: str | None
+    webhook_secret_previous_encrypted: str | None
+    webhook_hmac_header: str | None
+    webhook_hmac_encoding: str | None
+    webhook_hmac_prefix: str | None
+    webhook_hmac_timestamp_header: str | None
+    webhook_id_header: str | None
+    webhook_id_path: str | None
+    webhook_type_header: str | None
+    webhook_type_path: str | None
+
+    @property
+    def max_body_bytes(self):
+        return max(1, self.webhook_max_body_kib or 1024) * 1024
 
 
 class WebhookEventUnhandled(Exception):
@@ -250,63 +307,80 @@ class IntegrationConnector(models.Model):
     # ------------------------------------------------------------------------------
 
     @api.model
-    def _webhook_connector(self, code):
-        """The active connector receiving on ``code``, or an empty recordset."""
+    def _webhook_receiver(self, code):
+        """What the webhook route needs of the active connector receiving on ``code``.
+
+        One narrow query instead of loading the whole connector: the route is on the
+        senders' clock. Returns a ``WebhookReceiver`` or None.
+        """
         if not code or len(code) > 64:
-            return self.browse()
-        return self.sudo().search([("code", "=", code)], limit=1)
+            return None
+        columns = ", ".join(WebhookReceiver.COLUMNS)
+        self.env.cr.execute(
+            f"SELECT {columns} FROM integration_connector WHERE code = %s AND active",  # noqa: S608 - constants
+            [code],
+        )
+        row = self.env.cr.fetchone()
+        return WebhookReceiver(*row) if row else None
 
-    def _webhook_max_body_bytes(self):
-        return max(1, self.webhook_max_body_kib or 1024) * 1024
-
-    def _webhook_verify(self, body, headers):
-        """Raise ``SignatureError`` unless the delivery is authentic; returns ``Verified``."""
-        self.ensure_one()
-        connector = self.sudo()
+    @api.model
+    def _webhook_secrets(self, receiver):
+        """The receiver's signing secrets in clear, current first (decryptions cached per process)."""
         secrets = []
-        if connector.webhook_signature != "none":
-            secrets = [
-                secret
-                for secret in (self._get_secret("webhook_secret"), self._get_secret("webhook_secret_previous"))
-                if secret
-            ]
+        for token in (receiver.webhook_secret_encrypted, receiver.webhook_secret_previous_encrypted):
+            if not token:
+                continue
+            secret = _decrypted_secrets.get(token)
+            if secret is None:
+                try:
+                    secret = self._secret_box().decrypt(token)
+                except SecretDecryptionError:
+                    # Said without the secret; the sender gets a 401 like any unverifiable delivery.
+                    _logger.error("Connector %s: a webhook signing secret cannot be decrypted", receiver.code)
+                    continue
+                if len(_decrypted_secrets) > 256:
+                    _decrypted_secrets.clear()
+                _decrypted_secrets[token] = secret
+            secrets.append(secret)
+        return secrets
+
+    @api.model
+    def _webhook_verify(self, receiver, body, headers):
+        """Raise ``SignatureError`` unless the delivery is authentic; returns ``Verified``."""
+        profile = receiver.webhook_signature
+        secrets = self._webhook_secrets(receiver) if profile != "none" else []
         options = None
-        if connector.webhook_signature == "hmac_sha256":
+        if profile == "hmac_sha256":
             options = GenericHmacOptions(
-                header=connector.webhook_hmac_header or "X-Signature",
-                encoding=connector.webhook_hmac_encoding or "hex",
-                prefix=connector.webhook_hmac_prefix or "",
-                timestamp_header=connector.webhook_hmac_timestamp_header or "",
+                header=receiver.webhook_hmac_header or "X-Signature",
+                encoding=receiver.webhook_hmac_encoding or "hex",
+                prefix=receiver.webhook_hmac_prefix or "",
+                timestamp_header=receiver.webhook_hmac_timestamp_header or "",
             )
         return verify(
-            connector.webhook_signature,
-            body,
-            headers,
-            secrets,
-            tolerance=connector.webhook_tolerance or DEFAULT_TOLERANCE,
-            options=options,
+            profile, body, headers, secrets, tolerance=receiver.webhook_tolerance or DEFAULT_TOLERANCE, options=options
         )
 
-    def _webhook_identify(self, body, headers):
+    @api.model
+    def _webhook_identify(self, receiver, body, headers):
         """(event id, event type) of a delivery, from headers or the JSON body.
 
         The connector's own settings win over the profile's defaults; without any id the
         SHA-256 of the body is the id, so a byte-identical delivery is a duplicate.
         """
-        self.ensure_one()
-        profile = self.sudo().webhook_signature
-        document = _parse_json(body) if _wants_json(self, profile) else None
+        profile = receiver.webhook_signature
+        document = _parse_json(body) if _wants_json(receiver, profile) else None
         event_id = _first_text(
-            _header_value(headers, self.webhook_id_header),
-            json_path_get(document, self.webhook_id_path) if self.webhook_id_path else None,
+            _header_value(headers, receiver.webhook_id_header),
+            json_path_get(document, receiver.webhook_id_path) if receiver.webhook_id_path else None,
             _header_value(headers, PROFILE_ID_HEADER.get(profile)),
             json_path_get(document, PROFILE_ID_JSON_PATH[profile]) if profile in PROFILE_ID_JSON_PATH else None,
         )
         if not event_id:
             event_id = "sha256:" + hashlib.sha256(body).hexdigest()
         event_type = _first_text(
-            _header_value(headers, self.webhook_type_header),
-            json_path_get(document, self.webhook_type_path) if self.webhook_type_path else None,
+            _header_value(headers, receiver.webhook_type_header),
+            json_path_get(document, receiver.webhook_type_path) if receiver.webhook_type_path else None,
             _header_value(headers, PROFILE_TYPE_HEADER.get(profile)),
             json_path_get(document, PROFILE_TYPE_JSON_PATH[profile]) if profile in PROFILE_TYPE_JSON_PATH else None,
         )

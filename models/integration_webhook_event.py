@@ -22,6 +22,10 @@ from .integration_connector_webhook import WebhookEventUnhandled
 _logger = logging.getLogger(__name__)
 
 WEBHOOK_CHANNEL = "root.integration.webhook"
+DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
+# Before the event jobs it creates, which have queue_job's default priority (10).
+DISPATCH_PRIORITY = 5
+DISPATCH_BATCH = 500
 # Advisory lock namespace for in-order processing (the second key is the connector id).
 SEQUENTIAL_LOCK_NAMESPACE = 0x1A7F
 # Seconds an in-order event waits before looking again at the event ahead of it.
@@ -196,16 +200,22 @@ class IntegrationWebhookEvent(models.Model):
 
     @api.model
     def _ingest(self, connector, body, headers, event_id, event_type, signed_at=None, remote_addr=None):
-        """Store a verified delivery once and queue its processing, in the caller's transaction.
+        """Store a verified delivery once, in the caller's transaction, and make sure a
+        dispatcher job will queue its processing job.
 
-        :return: ``(event id, True)`` when stored and queued now, ``(event id, False)`` for a
-            duplicate of an event already stored (nothing new stored or queued)
+        The per-event job is created by the dispatcher (``_job_dispatch_received``), in
+        batches, so that the request costs one insert: senders are waiting.
+
+        :param connector: the connector record, or the route's ``WebhookReceiver``
+        :return: ``(event id, True)`` when stored now, ``(event id, False)`` for a duplicate
+            of an event already stored (nothing new stored or queued)
         """
         cr = self.env.cr
+        company = connector.company_id
         payload, is_base64 = _payload_text(body)
         values = {
             "connector_id": connector.id,
-            "company_id": connector.company_id.id,
+            "company_id": company.id if isinstance(company, models.BaseModel) else company,
             "event_id": event_id,
             "event_type": event_type or None,
             "signed_at": fields.Datetime.to_string(signed_at) if signed_at else None,
@@ -228,7 +238,7 @@ class IntegrationWebhookEvent(models.Model):
                         received_at, create_uid, write_uid, create_date, write_date)
                     VALUES (%(connector_id)s, %(company_id)s, %(event_id)s, %(event_type)s, %(signed_at)s,
                             %(remote_addr)s, %(headers)s, %(payload)s, %(payload_is_base64)s, %(payload_size)s,
-                            'queued', 0, 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
+                            'received', 0, 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
                             now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
                     ON CONFLICT (connector_id, event_id) DO NOTHING
                     RETURNING id
@@ -245,9 +255,65 @@ class IntegrationWebhookEvent(models.Model):
             committed_elsewhere = False
         if row is None:
             return self._count_duplicate(connector.id, event_id, committed_elsewhere), False
-        event = self.browse(row[0])
-        event._enqueue()
-        return event.id, True
+        self._schedule_dispatch()
+        return row[0], True
+
+    @api.model
+    def _schedule_dispatch(self):
+        """Queue the dispatcher unless one is already waiting to run."""
+        self.env.cr.execute(
+            "SELECT 1 FROM queue_job WHERE identity_key = %s AND state IN ('wait_dependencies', 'pending', 'enqueued')"
+            " LIMIT 1",
+            [DISPATCH_IDENTITY_KEY],
+        )
+        if self.env.cr.fetchone():
+            return
+        self.with_user(SUPERUSER_ID).with_context(tracking_disable=True).with_delay(
+            channel=WEBHOOK_CHANNEL,
+            description=self.env._("Queue received webhook events"),
+            identity_key=DISPATCH_IDENTITY_KEY,
+            priority=DISPATCH_PRIORITY,
+        )._job_dispatch_received()
+
+    @api.model
+    def _job_dispatch_received(self):
+        """Queue job: give every received event its processing job (and state queued).
+
+        Several dispatchers may run at once: each locks the rows it takes (SKIP LOCKED).
+        Events stored after this transaction began are invisible to it; a last look
+        through a read-committed connection catches them and queues another dispatcher.
+        """
+        queued = 0
+        while True:
+            self.env.cr.execute(
+                """SELECT id FROM integration_webhook_event WHERE state = 'received'
+                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
+                [DISPATCH_BATCH],
+            )
+            ids = [row[0] for row in self.env.cr.fetchall()]
+            if not ids:
+                break
+            events = self.browse(ids)
+            events.fetch(["connector_id", "event_type", "company_id"])  # not the payloads
+            for event in events:
+                event._enqueue()
+            queued += len(ids)
+        with state_cursor(self.env.cr.dbname) as cr:
+            cr.execute("SELECT 1 FROM integration_webhook_event WHERE state = 'received' LIMIT 1")
+            late = cr.fetchone()
+        if late:
+            self._schedule_dispatch()
+        return self.env._("%s event(s) queued.", queued)
+
+    @api.model
+    def _cron_dispatch_received(self):
+        """Safety net: queue a dispatcher if events wait without one (e.g. a failed dispatcher)."""
+        self.env.cr.execute(
+            "SELECT 1 FROM integration_webhook_event WHERE state = 'received'"
+            " AND received_at < (now() AT TIME ZONE 'UTC') - interval '1 minute' LIMIT 1"
+        )
+        if self.env.cr.fetchone():
+            self._schedule_dispatch()
 
     @api.model
     def _count_duplicate(self, connector_id, event_id, committed_elsewhere=False):
@@ -276,13 +342,15 @@ class IntegrationWebhookEvent(models.Model):
         """Create the processing job of this event (run as superuser, in the event's company)."""
         self.ensure_one()
         connector = self.connector_id
+        event_type = self.event_type
         job = (
             self.with_user(SUPERUSER_ID)
             .with_company(connector.company_id)
+            .with_context(tracking_disable=True)  # the job record's creation, not its run
             .with_delay(
                 channel=WEBHOOK_CHANNEL,
                 description=self.env._(
-                    "%(connector)s: webhook %(type)s", connector=connector.name, type=self.event_type or "?"
+                    "%(connector)s: webhook %(type)s", connector=connector.name, type=event_type or "?"
                 ),
                 identity_key=f"integration.webhook.event:{self.id}",
                 max_retries=connector.retry_max_attempts + 1,
@@ -291,12 +359,15 @@ class IntegrationWebhookEvent(models.Model):
         )
         if not isinstance(job, Job):
             # queue_job's no-delay switch (tests, debugging) ran the processing inline.
-            return self.env["queue.job"]
-        record = job.db_record()
-        if record:
-            self.env.cr.execute("UPDATE integration_webhook_event SET job_id = %s WHERE id = %s", [record.id, self.id])
-            self.invalidate_recordset(["job_id"])
-        return record
+            return
+        self.env.cr.execute(
+            """UPDATE integration_webhook_event
+                  SET job_id = (SELECT id FROM queue_job WHERE uuid = %s),
+                      state = CASE WHEN state = 'received' THEN 'queued' ELSE state END
+                WHERE id = %s""",
+            [job.uuid, self.id],
+        )
+        self.invalidate_recordset(["job_id", "state"])
 
     # ------------------------------------------------------------------------------
     # Processing

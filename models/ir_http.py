@@ -24,11 +24,12 @@ class IrHttp(models.AbstractModel):
         buffer); a larger one is refused with 413, unread.
         """
         httprequest = request.httprequest
-        connector = request.env["integration.connector"].sudo()._webhook_connector(code)
-        limit = connector._webhook_max_body_bytes() if connector else DEFAULT_LIMIT
-        # Werkzeug refuses a larger form with 413 before reading it; other bodies are
-        # not parsed and the route itself answers 413.
-        httprequest.max_content_length = limit
         length = httprequest.content_length
-        if length and length <= limit and httprequest.mimetype in FORM_TYPES:
+        if not length or httprequest.mimetype not in FORM_TYPES:
+            return  # not a form: Odoo will not parse it, the route reads and limits it
+        receiver = request.env["integration.connector"].sudo()._webhook_receiver(code)
+        limit = receiver.max_body_bytes if receiver else DEFAULT_LIMIT
+        # Werkzeug refuses a larger form with 413 before reading it.
+        httprequest.max_content_length = limit
+        if length <= limit:
             httprequest.get_data(cache=True)

@@ -44,6 +44,7 @@ class TestWebhookEventTour(IntegrationHubMixin, HttpCase):
         Event = self.env["integration.webhook.event"]
         body = json.dumps({"order": "TOUR-1"}).encode()
         record_id, _created = Event._ingest(connector, body, {}, "tour-evt-1", "tour.order.created")
+        Event._job_dispatch_received()
         event = Event.browse(record_id)
         event.write({"state": "failed", "attempts": 5, "last_error": "IntegrationHTTPError: partner API was down"})
         event.job_id.button_cancelled()

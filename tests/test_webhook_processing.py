@@ -32,7 +32,11 @@ class TestWebhookProcessing(IntegrationHubCase):
         body = json.dumps(payload if payload is not None else {"id": event_id, "order": {"number": "SO-1"}}).encode()
         record_id, created = self.Event._ingest(connector, body, {"webhook-id": event_id}, event_id, event_type)
         self.assertTrue(created)
-        return self.Event.browse(record_id)
+        event = self.Event.browse(record_id)
+        self.assertEqual(event.state, "received")
+        self.Event._job_dispatch_received()
+        event.invalidate_recordset()
+        return event
 
     @contextmanager
     def _handler(self, function):

@@ -11,6 +11,7 @@ from odoo import SUPERUSER_ID, api, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
+from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY
 from . import webhook_senders as senders
 from .common import CommittedConnector, IntegrationHubMixin
 
@@ -104,6 +105,14 @@ class WebhookRouteCase(IntegrationHubMixin, HttpCase):
     def _events(self, connector):
         return self.Event.search([("connector_id", "=", connector.id)])
 
+    def _dispatch(self):
+        """Run the dispatcher the request queued: it gives each received event its job."""
+        dispatchers = self.env["queue.job"].search([("identity_key", "=", DISPATCH_IDENTITY_KEY)])
+        self.assertEqual(dispatchers.mapped("state"), ["pending"], "one dispatcher waits to run")
+        self.Event._job_dispatch_received()
+        dispatchers.unlink()
+        self.Event.invalidate_model()
+
 
 @tagged("post_install", "-at_install")
 class TestWebhookSignatures(WebhookRouteCase):
@@ -121,10 +130,12 @@ class TestWebhookSignatures(WebhookRouteCase):
                 response = self._deliver(profile, connector, PROFILES[profile][1][0], body, f"delivery-{profile}")
                 self.assertEqual(response.status_code, 202, response.text)
                 answer = response.json()
-                self.assertEqual(answer["status"], "queued")
+                self.assertEqual(answer["status"], "accepted")
                 event = self._events(connector)
                 self.assertEqual(len(event), 1)
                 self.assertEqual(answer["reference"], event.id)
+                self.assertEqual(event.state, "received")
+                self._dispatch()
                 self.assertEqual(event.state, "queued")
                 self.assertEqual(event.payload, body.decode(), "the raw body is stored as received")
                 self.assertEqual(event.payload_size, len(body))
@@ -218,6 +229,7 @@ class TestWebhookRoute(WebhookRouteCase):
         self.assertEqual(len(event), 1)
         event.invalidate_recordset()
         self.assertEqual(event.duplicate_count, 1)
+        self._dispatch()
         jobs = self.env["queue.job"].search([("identity_key", "=", f"integration.webhook.event:{event.id}")])
         self.assertEqual(len(jobs), 1, "a duplicate queues nothing")
 
@@ -243,6 +255,7 @@ class TestWebhookRoute(WebhookRouteCase):
         self.assertEqual(len(event), 1)
         event.invalidate_recordset()
         self.assertEqual(event.duplicate_count, 19)
+        self._dispatch()
         jobs = self.env["queue.job"].search([("identity_key", "=", f"integration.webhook.event:{event.id}")])
         self.assertEqual(len(jobs), 1)
 
@@ -372,8 +385,17 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             rows = cr.fetchall()
             self.assertEqual(len(rows), 1)
             self.assertEqual(rows[0][1], 19)
-            cr.execute(
-                "SELECT count(*) FROM queue_job WHERE identity_key = %s", [f"integration.webhook.event:{rows[0][0]}"]
-            )
-            self.assertEqual(cr.fetchone()[0], 1)
-            cr.execute("DELETE FROM queue_job WHERE identity_key = %s", [f"integration.webhook.event:{rows[0][0]}"])
+            keys = (DISPATCH_IDENTITY_KEY, f"integration.webhook.event:{rows[0][0]}")
+            cr.execute("SELECT identity_key, count(*) FROM queue_job WHERE identity_key IN %s GROUP BY 1", [keys])
+            self.assertEqual(dict(cr.fetchall()), {DISPATCH_IDENTITY_KEY: 1}, "one dispatcher queued, by the first")
+        try:
+            with sql_db.db_connect(dbname).cursor() as cr:
+                api.Environment(cr, SUPERUSER_ID, {})["integration.webhook.event"]._job_dispatch_received()
+            with sql_db.db_connect(dbname).cursor() as cr:
+                cr.execute("SELECT identity_key, count(*) FROM queue_job WHERE identity_key IN %s GROUP BY 1", [keys])
+                self.assertEqual(dict(cr.fetchall()), {DISPATCH_IDENTITY_KEY: 1, keys[1]: 1}, "one event job")
+                cr.execute("SELECT state FROM integration_webhook_event WHERE connector_id = %s", [committed.id])
+                self.assertEqual(cr.fetchone()[0], "queued")
+        finally:
+            with sql_db.db_connect(dbname).cursor() as cr:
+                cr.execute("DELETE FROM queue_job WHERE identity_key IN %s", [keys])

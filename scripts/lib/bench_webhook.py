@@ -56,7 +56,9 @@ def make_connector(db):
 class OdooServer:
     def __init__(self, odoo_bin, conf, db, load, extra_env=None):
         self.port = free_port()
-        command = [odoo_bin, "server", "-c", conf, "-d", db, "--db-filter", f"^{db}$", "--workers", "2"]
+        # -d without --db-filter: Odoo serves that one database without listing the
+        # server's databases on each request that carries no session (as webhooks do).
+        command = [odoo_bin, "server", "-c", conf, "-d", db, "--workers", "2"]
         command += ["--http-port", str(self.port), "--gevent-port", str(free_port()), "--max-cron-threads", "0"]
         command += ["--load", load, "--log-level", "warn", "--logfile", "/dev/null"]
         self.process = subprocess.Popen(command, env=dict(os.environ, **(extra_env or {})))
