@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-from odoo import api, fields, models
+from odoo import api, fields, models, tools
 from odoo.exceptions import ValidationError
 
 from ..core.crypto import SecretDecryptionError
@@ -79,6 +79,10 @@ class WebhookReceiver:
     @property
     def max_body_bytes(self):
         return max(1, self.webhook_max_body_kib or 1024) * 1024
+
+
+# Connector fields whose change must reach the route's cached receivers at once.
+RECEIVER_FIELDS = frozenset(WebhookReceiver.COLUMNS) | {"active"}
 
 
 class WebhookEventUnhandled(Exception):
@@ -306,15 +310,37 @@ class IntegrationConnector(models.Model):
     # Receiving (called by the webhook controller, as superuser)
     # ------------------------------------------------------------------------------
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        connectors = super().create(vals_list)
+        self.env.registry.clear_cache()  # _webhook_receiver
+        return connectors
+
+    def write(self, vals):
+        result = super().write(vals)
+        if RECEIVER_FIELDS.intersection(vals):
+            # Every worker drops its cached receivers (Odoo signals the cache invalidation).
+            self.env.registry.clear_cache()
+        return result
+
+    def unlink(self):
+        result = super().unlink()
+        self.env.registry.clear_cache()
+        return result
+
     @api.model
     def _webhook_receiver(self, code):
         """What the webhook route needs of the active connector receiving on ``code``.
 
-        One narrow query instead of loading the whole connector: the route is on the
-        senders' clock. Returns a ``WebhookReceiver`` or None.
+        One narrow query, cached per worker until a connector's receiving settings change:
+        the route is on the senders' clock. Returns a ``WebhookReceiver`` or None.
         """
         if not code or len(code) > 64:
             return None
+        return self._webhook_receiver_cached(code)
+
+    @tools.ormcache("code")
+    def _webhook_receiver_cached(self, code):
         columns = ", ".join(WebhookReceiver.COLUMNS)
         self.env.cr.execute(
             f"SELECT {columns} FROM integration_connector WHERE code = %s AND active",  # noqa: S608 - constants

@@ -225,13 +225,16 @@ class IntegrationWebhookEvent(models.Model):
             "payload_is_base64": is_base64,
             "payload_size": len(body),
             "uid": SUPERUSER_ID,
+            "dispatch_key": DISPATCH_IDENTITY_KEY,
         }
         try:
             # The unique index decides: a concurrent delivery of the same event waits for
             # ours to commit, then finds it.
             with cr.savepoint(flush=False):
+                # One round trip: the insert, and whether a dispatcher is already waiting.
                 cr.execute(
                     """
+                    WITH inserted AS (
                     INSERT INTO integration_webhook_event (
                         connector_id, company_id, event_id, event_type, signed_at, remote_addr, headers,
                         payload, payload_is_base64, payload_size, state, attempts, duplicate_count,
@@ -241,22 +244,23 @@ class IntegrationWebhookEvent(models.Model):
                             'received', 0, 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
                             now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
                     ON CONFLICT (connector_id, event_id) DO NOTHING
-                    RETURNING id
+                    RETURNING id)
+                    SELECT (SELECT id FROM inserted),
+                           EXISTS (SELECT 1 FROM queue_job WHERE identity_key = %(dispatch_key)s
+                                      AND state IN ('wait_dependencies', 'pending', 'enqueued'))
                     """,
                     values,
                     log_exceptions=False,  # a concurrent duplicate is expected, not an error
                 )
-                row = cr.fetchone()
+                record_id, dispatcher_waiting = cr.fetchone()
         except psycopg2.errors.SerializationFailure:
             # The same event was stored by a transaction that committed after ours began.
-            row = None
-            committed_elsewhere = True
-        else:
-            committed_elsewhere = False
-        if row is None:
-            return self._count_duplicate(connector.id, event_id, committed_elsewhere), False
-        self._schedule_dispatch()
-        return row[0], True
+            return self._count_duplicate(connector.id, event_id, committed_elsewhere=True), False
+        if record_id is None:
+            return self._count_duplicate(connector.id, event_id), False
+        if not dispatcher_waiting:
+            self._schedule_dispatch()
+        return record_id, True
 
     @api.model
     def _schedule_dispatch(self):
