@@ -185,9 +185,11 @@ def processing(conf, db, odoo_bin, connector_id):
     finally:
         server.stop()
     with Registry(db).cursor() as cr:
+        # From the first job started (the dispatcher, which creates the event jobs) to the last done.
         cr.execute(
-            """SELECT min(date_started), max(date_done), count(*) FILTER (WHERE state = 'done')
-                 FROM queue_job WHERE channel = 'root.integration.webhook' AND identity_key != %s""",
+            """SELECT min(date_started), max(date_done),
+                      count(*) FILTER (WHERE state = 'done' AND identity_key != %s)
+                 FROM queue_job WHERE channel = 'root.integration.webhook'""",
             ["integration.webhook.event:dispatch"],
         )
         first_started, last_done, jobs_done = cr.fetchone()
@@ -205,7 +207,8 @@ def main(conf, db, odoo_bin):
     odoo.tools.config.parse_config(["-c", conf, "-d", db, "--log-level", "warn"])
     connector_id = make_connector(db)
     ingest(conf, db, odoo_bin, connector_id)
-    processing(conf, db, odoo_bin, connector_id)
+    if EVENTS:
+        processing(conf, db, odoo_bin, connector_id)
 
 
 if __name__ == "__main__":
