@@ -265,6 +265,7 @@ class IntegrationWebhookEvent(models.Model):
     @api.model
     def _schedule_dispatch(self):
         """Queue the dispatcher unless one is already waiting to run."""
+        self.env["queue.job"].flush_model(["identity_key", "state"])
         self.env.cr.execute(
             "SELECT 1 FROM queue_job WHERE identity_key = %s AND state IN ('wait_dependencies', 'pending', 'enqueued')"
             " LIMIT 1",
@@ -288,6 +289,7 @@ class IntegrationWebhookEvent(models.Model):
         through a read-committed connection catches them and queues another dispatcher.
         """
         queued = 0
+        self.flush_model(["state"])
         while True:
             self.env.cr.execute(
                 """SELECT id FROM integration_webhook_event WHERE state = 'received'
@@ -312,6 +314,7 @@ class IntegrationWebhookEvent(models.Model):
     @api.model
     def _cron_dispatch_received(self):
         """Safety net: queue a dispatcher if events wait without one (e.g. a failed dispatcher)."""
+        self.flush_model(["state", "received_at"])
         self.env.cr.execute(
             "SELECT 1 FROM integration_webhook_event WHERE state = 'received'"
             " AND received_at < (now() AT TIME ZONE 'UTC') - interval '1 minute' LIMIT 1"

@@ -12,6 +12,7 @@ from odoo.tools import mute_logger
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
+from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY
 from .common import IntegrationHubCase, Reply, run_job
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -302,6 +303,29 @@ class TestWebhookProcessing(IntegrationHubCase):
         self.assertEqual(self.connector.webhook_queued_count, 2)
         self.assertEqual(self.connector.webhook_oldest_waiting_age, "12 min")
         self.assertEqual(self.connector.webhook_failed_count, 0)
+
+    def test_cron_queues_a_dispatcher_for_events_left_waiting(self):
+        body = b'{"id": "evt_stranded"}'
+        record_id, _created = self.Event._ingest(self.connector, body, {}, "evt_stranded", "order.created")
+        dispatchers = self.env["queue.job"].search([("identity_key", "=", DISPATCH_IDENTITY_KEY)])
+        self.assertEqual(len(dispatchers), 1)
+        dispatchers.button_cancelled()  # say the dispatcher was lost: the event is stranded
+        self.Event._cron_dispatch_received()
+        self.assertFalse(
+            self.env["queue.job"].search([("identity_key", "=", DISPATCH_IDENTITY_KEY), ("state", "=", "pending")]),
+            "an event received less than a minute ago is left to the dispatcher it queued",
+        )
+        self.Event.browse(record_id).received_at = fields.Datetime.now() - timedelta(minutes=2)
+        self.Event._cron_dispatch_received()
+        waiting = self.env["queue.job"].search(
+            [("identity_key", "=", DISPATCH_IDENTITY_KEY), ("state", "=", "pending")]
+        )
+        self.assertEqual(len(waiting), 1)
+        run_job(self.env, waiting.uuid)
+        event = self.Event.browse(record_id)
+        event.invalidate_recordset()
+        self.assertEqual(event.state, "queued")
+        self.assertEqual(event.job_id.state, "pending")
 
     def test_public_and_other_users_cannot_read_events(self):
         self._receive()
