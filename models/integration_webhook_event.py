@@ -61,7 +61,7 @@ class IntegrationWebhookEvent(models.Model):
     )
     event_type = fields.Char(readonly=True)
     received_at = fields.Datetime(readonly=True, default=fields.Datetime.now, index=True)
-    signed_at = fields.Datetime(string="Signed At", readonly=True, help="The timestamp the sender signed, if any.")
+    signed_at = fields.Datetime(readonly=True, help="The timestamp the sender signed, if any.")
     remote_addr = fields.Char(string="Sender Address", readonly=True)
     headers = fields.Text(readonly=True, help="Selected request headers, signatures masked.")
     payload = fields.Text(readonly=True, help="The body as received (base64 when it is not UTF-8 text).")
@@ -92,7 +92,7 @@ class IntegrationWebhookEvent(models.Model):
         string="Duplicates", readonly=True, help="Deliveries of this event received after the first."
     )
     last_duplicate_at = fields.Datetime(readonly=True)
-    job_id = fields.Many2one("queue.job", string="Job", readonly=True, ondelete="set null", index="btree_not_null")
+    job_id = fields.Many2one("queue.job", readonly=True, ondelete="set null", index="btree_not_null")
     job_state = fields.Selection(related="job_id.state", string="Job State")
     payload_pretty = fields.Text(string="Payload ", compute="_compute_pretty")
     headers_pretty = fields.Text(string="Headers ", compute="_compute_pretty")
@@ -338,7 +338,8 @@ class IntegrationWebhookEvent(models.Model):
                     row = self.env.cr.fetchone()
                     return row and row[0]
             except psycopg2.errors.SerializationFailure:
-                pass  # another duplicate counted meanwhile: count on a connection that sees it
+                # Another duplicate was counted meanwhile: count on a connection that sees it.
+                _logger.debug("Duplicate of %s counted through the shared-state connection", event_id)
         # Autocommit, read-committed: sees the committed event and never fails to serialize.
         with state_cursor(self.env.cr.dbname) as cr:
             cr.execute(query, [connector_id, event_id])

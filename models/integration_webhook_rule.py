@@ -42,7 +42,7 @@ class IntegrationWebhookRule(models.Model):
         help="A server action on Webhook Event: in its code, 'record' is the event and "
         "'record._payload_json()' its parsed body.",
     )
-    model_id = fields.Many2one("ir.model", string="Model", ondelete="cascade")
+    model_id = fields.Many2one("ir.model", ondelete="cascade")
     model_name = fields.Char(related="model_id.model", string="Model Name")
     match_field_id = fields.Many2one(
         "ir.model.fields",
@@ -143,7 +143,6 @@ class IntegrationWebhookRuleField(models.Model):
     model_id = fields.Many2one(related="rule_id.model_id")
     field_id = fields.Many2one(
         "ir.model.fields",
-        string="Field",
         required=True,
         ondelete="cascade",
         domain=f"[('model_id', '=', model_id), ('ttype', 'in', {list(MAPPABLE_TYPES)}), ('store', '=', True), "

@@ -10,9 +10,10 @@ class IrHttp(models.AbstractModel):
 
     @classmethod
     def _pre_dispatch(cls, rule, args):
-        super()._pre_dispatch(rule, args)
+        result = super()._pre_dispatch(rule, args)
         if rule.endpoint.routing.get("integration_webhook"):
             cls._integration_webhook_buffer_body(args.get("code"))
+        return result
 
     @classmethod
     def _integration_webhook_buffer_body(cls, code):
