@@ -1,4 +1,5 @@
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -22,6 +23,8 @@ from .integration_connector_webhook import WebhookEventUnhandled
 _logger = logging.getLogger(__name__)
 
 WEBHOOK_CHANNEL = "root.integration.webhook"
+# Profiles whose signature does not cover the event id: the body must be unique as well.
+UNSIGNED_ID_PROFILES = frozenset({"github", "shopify", "hmac_sha256"})
 DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
 # Before the event jobs it creates, which have queue_job's default priority (10).
 DISPATCH_PRIORITY = 5
@@ -67,6 +70,12 @@ class IntegrationWebhookEvent(models.Model):
     payload = fields.Text(readonly=True, help="The body as received (base64 when it is not UTF-8 text).")
     payload_is_base64 = fields.Boolean(readonly=True)
     payload_size = fields.Integer(string="Size (bytes)", readonly=True)
+    payload_hash = fields.Char(
+        readonly=True,
+        help="SHA-256 of the body, kept unique per connector where the sender's signature does not "
+        "cover the event id (GitHub, Shopify, generic HMAC): a signed body replayed under a new "
+        "id is a duplicate.",
+    )
     state = fields.Selection(
         [
             ("received", "Received"),
@@ -101,6 +110,7 @@ class IntegrationWebhookEvent(models.Model):
 
     _sql_constraints = [
         ("connector_event_uniq", "unique(connector_id, event_id)", "This event was already received."),
+        ("connector_payload_uniq", "unique(connector_id, payload_hash)", "This body was already received."),
     ]
 
     @api.depends("event_id", "event_type", "connector_id.name")
@@ -224,6 +234,9 @@ class IntegrationWebhookEvent(models.Model):
             "payload": payload,
             "payload_is_base64": is_base64,
             "payload_size": len(body),
+            "payload_hash": hashlib.sha256(body).hexdigest()
+            if _signature_profile(connector) in UNSIGNED_ID_PROFILES
+            else None,
             "uid": SUPERUSER_ID,
             "dispatch_key": DISPATCH_IDENTITY_KEY,
         }
@@ -237,13 +250,14 @@ class IntegrationWebhookEvent(models.Model):
                     WITH inserted AS (
                     INSERT INTO integration_webhook_event (
                         connector_id, company_id, event_id, event_type, signed_at, remote_addr, headers,
-                        payload, payload_is_base64, payload_size, state, attempts, duplicate_count,
+                        payload, payload_is_base64, payload_size, payload_hash, state, attempts, duplicate_count,
                         received_at, create_uid, write_uid, create_date, write_date)
                     VALUES (%(connector_id)s, %(company_id)s, %(event_id)s, %(event_type)s, %(signed_at)s,
                             %(remote_addr)s, %(headers)s, %(payload)s, %(payload_is_base64)s, %(payload_size)s,
+                            %(payload_hash)s,
                             'received', 0, 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
                             now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
-                    ON CONFLICT (connector_id, event_id) DO NOTHING
+                    ON CONFLICT DO NOTHING
                     RETURNING id)
                     SELECT (SELECT id FROM inserted),
                            EXISTS (SELECT 1 FROM queue_job WHERE identity_key = %(dispatch_key)s
@@ -255,9 +269,12 @@ class IntegrationWebhookEvent(models.Model):
                 record_id, dispatcher_waiting = cr.fetchone()
         except psycopg2.errors.SerializationFailure:
             # The same event was stored by a transaction that committed after ours began.
-            return self._count_duplicate(connector.id, event_id, committed_elsewhere=True), False
+            return (
+                self._count_duplicate(connector.id, event_id, values["payload_hash"], committed_elsewhere=True),
+                False,
+            )
         if record_id is None:
-            return self._count_duplicate(connector.id, event_id), False
+            return self._count_duplicate(connector.id, event_id, values["payload_hash"]), False
         if not dispatcher_waiting:
             self._schedule_dispatch()
         return record_id, True
@@ -289,6 +306,7 @@ class IntegrationWebhookEvent(models.Model):
         through a read-committed connection catches them and queues another dispatcher.
         """
         queued = 0
+        taken = set()
         self.flush_model(["state"])
         while True:
             self.env.cr.execute(
@@ -299,13 +317,18 @@ class IntegrationWebhookEvent(models.Model):
             ids = [row[0] for row in self.env.cr.fetchall()]
             if not ids:
                 break
+            taken.update(ids)
             events = self.browse(ids)
             events.fetch(["connector_id", "event_type", "company_id"])  # not the payloads
             for event in events:
                 event._enqueue()
             queued += len(ids)
         with state_cursor(self.env.cr.dbname) as cr:
-            cr.execute("SELECT 1 FROM integration_webhook_event WHERE state = 'received' LIMIT 1")
+            # Our own updates are not committed yet: only events this job did not take count.
+            cr.execute(
+                "SELECT 1 FROM integration_webhook_event WHERE state = 'received' AND NOT (id = ANY(%s)) LIMIT 1",
+                [list(taken)],
+            )
             late = cr.fetchone()
         if late:
             self._schedule_dispatch()
@@ -323,18 +346,18 @@ class IntegrationWebhookEvent(models.Model):
             self._schedule_dispatch()
 
     @api.model
-    def _count_duplicate(self, connector_id, event_id, committed_elsewhere=False):
+    def _count_duplicate(self, connector_id, event_id, payload_hash=None, committed_elsewhere=False):
         """Count one more delivery of a stored event; returns the event's id."""
         query = """
             UPDATE integration_webhook_event
                SET duplicate_count = duplicate_count + 1, last_duplicate_at = now() AT TIME ZONE 'UTC'
-             WHERE connector_id = %s AND event_id = %s
+             WHERE connector_id = %s AND (event_id = %s OR payload_hash = %s)
          RETURNING id
         """
         if not committed_elsewhere:
             try:
                 with self.env.cr.savepoint(flush=False):
-                    self.env.cr.execute(query, [connector_id, event_id], log_exceptions=False)
+                    self.env.cr.execute(query, [connector_id, event_id, payload_hash], log_exceptions=False)
                     row = self.env.cr.fetchone()
                     return row and row[0]
             except psycopg2.errors.SerializationFailure:
@@ -342,7 +365,7 @@ class IntegrationWebhookEvent(models.Model):
                 _logger.debug("Duplicate of %s counted through the shared-state connection", event_id)
         # Autocommit, read-committed: sees the committed event and never fails to serialize.
         with state_cursor(self.env.cr.dbname) as cr:
-            cr.execute(query, [connector_id, event_id])
+            cr.execute(query, [connector_id, event_id, payload_hash])
             row = cr.fetchone()
         return row and row[0]
 
@@ -547,6 +570,12 @@ def _outcome(outcome):
     return str(outcome), None
 
 
+def _signature_profile(connector):
+    if isinstance(connector, models.BaseModel):
+        return connector.sudo().webhook_signature
+    return connector.webhook_signature
+
+
 def _payload_text(body):
     try:
         return body.decode("utf-8"), False
@@ -560,7 +589,8 @@ def _kept_headers(connector, headers):
         if name.lower() in _SKIPPED_HEADERS or name.lower().startswith("x-forwarded"):
             continue
         kept[name] = redact_text(value, limit=500)
-    return redact_headers(kept)
+    # The connector's own signature header may have any name (e.g. X-Acme-Sig): masked too.
+    return redact_headers(kept, extra_names=(getattr(connector, "webhook_hmac_header", None),))
 
 
 def _pretty(text):

@@ -11,6 +11,14 @@ from .integration_connector_webhook import json_path_get
 MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
 
 
+# Models a rule may not write as superuser: they hold code, configuration or access rights.
+PROTECTED_MODELS = frozenset({"res.users", "res.groups", "res.users.apikeys", "res.company"})
+
+
+def _is_protected_model(model):
+    return model.model.startswith("ir.") or model.model in PROTECTED_MODELS or model.transient
+
+
 class IntegrationWebhookRule(models.Model):
     """The no-code handler: what to do with one event type of a connector.
 
@@ -42,7 +50,12 @@ class IntegrationWebhookRule(models.Model):
         help="A server action on Webhook Event: in its code, 'record' is the event and "
         "'record._payload_json()' its parsed body.",
     )
-    model_id = fields.Many2one("ir.model", ondelete="cascade")
+    model_id = fields.Many2one(
+        "ir.model",
+        ondelete="cascade",
+        domain="[('transient', '=', False), ('model', 'not like', 'ir.%'), "
+        "('model', 'not in', ('res.users', 'res.groups', 'res.users.apikeys'))]",
+    )
     model_name = fields.Char(related="model_id.model", string="Model Name")
     match_field_id = fields.Many2one(
         "ir.model.fields",
@@ -78,6 +91,15 @@ class IntegrationWebhookRule(models.Model):
                         "Rule %s: creating or updating records needs a model, its external ID field and "
                         "the JSON path of the external ID.",
                         rule.name,
+                    )
+                )
+            elif _is_protected_model(rule.model_id):
+                raise ValidationError(
+                    self.env._(
+                        "Rule %(rule)s: %(model)s cannot be written by a webhook rule (system, access and "
+                        "transient models hold code, configuration or rights).",
+                        rule=rule.name,
+                        model=rule.model_id.model,
                     )
                 )
             elif rule.match_field_id.model_id != rule.model_id:

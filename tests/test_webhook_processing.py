@@ -6,7 +6,7 @@ from datetime import timedelta
 from unittest.mock import patch
 
 from odoo import fields
-from odoo.exceptions import AccessError, UserError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
@@ -245,6 +245,20 @@ class TestWebhookProcessing(IntegrationHubCase):
             self._run(missing)
         self.assertEqual(missing.state, "failed")
         self.assertIn("no external ID at 'data.id'", missing.last_error)
+
+    def test_rules_cannot_write_system_models(self):
+        for model, field in (("ir.config_parameter", "key"), ("res.users", "login")):
+            with self.subTest(model=model), self.assertRaises(ValidationError):
+                self.env["integration.webhook.rule"].create(
+                    {
+                        "connector_id": self.connector.id,
+                        "event_type": "x",
+                        "action_type": "upsert",
+                        "model_id": self.env["ir.model"]._get(model).id,
+                        "match_field_id": self.env["ir.model.fields"]._get(model, field).id,
+                        "match_path": "id",
+                    }
+                )
 
     def test_generic_rule_runs_a_server_action(self):
         action = self.env["ir.actions.server"].create(

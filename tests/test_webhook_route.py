@@ -307,6 +307,32 @@ class TestWebhookRoute(WebhookRouteCase):
         self.assertEqual(event.payload, body.decode())
         self.assertEqual((event.event_id, event.event_type), ("gh-delivery-1", "pull_request"))
 
+    def test_signed_body_replayed_under_a_new_id_is_a_duplicate(self):
+        # GitHub's and Shopify's signatures cover the body, not the delivery id header: a body
+        # captured once must not be processed again by changing the id.
+        for profile, sign in (
+            ("github", lambda body, eid: senders.github_headers(PLAIN_SECRET, body, eid, "push")),
+            ("shopify", lambda body, eid: senders.shopify_headers(PLAIN_SECRET, body, eid, "orders/create")),
+        ):
+            with self.subTest(profile=profile):
+                connector = self._receiver(profile)
+                body = _body("evt-replayed")
+                first = self._post(connector.code, body, sign(body, "delivery-1"))
+                replay = self._post(connector.code, body, sign(body, "delivery-2"))
+                self.assertEqual((first.status_code, replay.status_code), (202, 200))
+                self.assertEqual(replay.json()["reference"], first.json()["reference"])
+                event = self._events(connector)
+                self.assertEqual(len(event), 1)
+                event.invalidate_recordset()
+                self.assertEqual(event.duplicate_count, 1)
+
+    def test_body_without_content_length_411(self):
+        connector = self._receiver()
+        body = _body()
+        response = self._post(connector.code, iter([body]), self._signed(connector, body))
+        self.assertEqual(response.status_code, 411)
+        self.assertFalse(self._events(connector))
+
     def test_event_id_and_type_from_json_paths(self):
         connector = self._receiver(
             "hmac_sha256",
