@@ -31,21 +31,6 @@ PROFILE_ID_HEADER = {
 PROFILE_ID_JSON_PATH = {"stripe": "id"}
 PROFILE_TYPE_HEADER = {"github": "X-GitHub-Event", "shopify": "X-Shopify-Topic"}
 PROFILE_TYPE_JSON_PATH = {"standard_webhooks": "type", "stripe": "type"}
-# Headers kept with a stored event besides the signature ones (which are masked).
-PROFILE_HEADERS = {
-    "standard_webhooks": ("webhook-id", "webhook-timestamp", "webhook-signature"),
-    "stripe": ("Stripe-Signature",),
-    "github": ("X-GitHub-Delivery", "X-GitHub-Event", "X-GitHub-Hook-ID", "X-Hub-Signature-256"),
-    "shopify": (
-        "X-Shopify-Webhook-Id",
-        "X-Shopify-Topic",
-        "X-Shopify-Shop-Domain",
-        "X-Shopify-API-Version",
-        "X-Shopify-Triggered-At",
-        "X-Shopify-Event-Id",
-        "X-Shopify-Hmac-SHA256",
-    ),
-}
 
 
 class SignatureError(Exception):

@@ -1,4 +1,5 @@
 from . import integration_secret_mixin
+from . import integration_related_mixin
 from . import integration_connector_state
 from . import integration_connector_metric
 from . import integration_connector

@@ -37,7 +37,7 @@ class IntegrationError(models.Model):
 
     _name = "integration.error"
     _description = "Integration Error"
-    _inherit = ["mail.thread"]
+    _inherit = ["mail.thread", "integration.related.mixin"]
     _order = "last_seen desc, id desc"
 
     name = fields.Char(compute="_compute_name", store=True)
@@ -60,8 +60,6 @@ class IntegrationError(models.Model):
     request_excerpt = fields.Text(help="Redacted and truncated.")
     response_excerpt = fields.Text(help="Redacted and truncated.")
     traceback = fields.Text()
-    res_model = fields.Char(string="Related Model", index=True)
-    res_id = fields.Many2oneReference(string="Related Record", model_field="res_model")
     queue_job_id = fields.Many2one("queue.job", string="Job", ondelete="set null", index=True)
     job_state = fields.Selection(related="queue_job_id.state", string="Job State")
     fingerprint = fields.Char(required=True, index=True, readonly=True)
@@ -128,17 +126,6 @@ class IntegrationError(models.Model):
 
     def action_reopen(self):
         self.write({"state": "new"})
-
-    def action_open_related(self):
-        self.ensure_one()
-        if not (self.res_model and self.res_id):
-            return False
-        return {
-            "type": "ir.actions.act_window",
-            "res_model": self.res_model,
-            "res_id": self.res_id,
-            "view_mode": "form",
-        }
 
     # Recording -------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ class IntegrationWebhookEvent(models.Model):
 
     _name = "integration.webhook.event"
     _description = "Webhook Event"
-    _inherit = ["mail.thread"]
+    _inherit = ["mail.thread", "integration.related.mixin"]
     _order = "received_at desc, id desc"
     _rec_name = "event_id"
 
@@ -95,8 +95,6 @@ class IntegrationWebhookEvent(models.Model):
     last_error = fields.Text(readonly=True)
     processed_at = fields.Datetime(readonly=True)
     result_note = fields.Text(string="Result", readonly=True)
-    res_model = fields.Char(string="Related Model", readonly=True)
-    res_id = fields.Many2oneReference(string="Related Record", model_field="res_model", readonly=True)
     duplicate_count = fields.Integer(
         string="Duplicates", readonly=True, help="Deliveries of this event received after the first."
     )
@@ -177,17 +175,6 @@ class IntegrationWebhookEvent(models.Model):
                 )
             ) from None
 
-    def action_open_related(self):
-        self.ensure_one()
-        if not (self.res_model and self.res_id):
-            return False
-        return {
-            "type": "ir.actions.act_window",
-            "res_model": self.res_model,
-            "res_id": self.res_id,
-            "view_mode": "form",
-        }
-
     def _requeue(self, note):
         """Queue these events again, each with a new job (a failed one is cancelled)."""
         self.check_access("read")  # operators act on what they can see; the write is ours
@@ -216,16 +203,15 @@ class IntegrationWebhookEvent(models.Model):
         The per-event job is created by the dispatcher (``_job_dispatch_received``), in
         batches, so that the request costs one insert: senders are waiting.
 
-        :param connector: the connector record, or the route's ``WebhookReceiver``
+        :param connector: the connector's ``WebhookReceiver`` (``_webhook_receiver``)
         :return: ``(event id, True)`` when stored now, ``(event id, False)`` for a duplicate
             of an event already stored (nothing new stored or queued)
         """
         cr = self.env.cr
-        company = connector.company_id
         payload, is_base64 = _payload_text(body)
         values = {
             "connector_id": connector.id,
-            "company_id": company.id if isinstance(company, models.BaseModel) else company,
+            "company_id": connector.company_id,
             "event_id": event_id,
             "event_type": event_type or None,
             "signed_at": fields.Datetime.to_string(signed_at) if signed_at else None,
@@ -235,7 +221,7 @@ class IntegrationWebhookEvent(models.Model):
             "payload_is_base64": is_base64,
             "payload_size": len(body),
             "payload_hash": hashlib.sha256(body).hexdigest()
-            if _signature_profile(connector) in UNSIGNED_ID_PROFILES
+            if connector.webhook_signature in UNSIGNED_ID_PROFILES
             else None,
             "uid": SUPERUSER_ID,
             "dispatch_key": DISPATCH_IDENTITY_KEY,
@@ -570,12 +556,6 @@ def _outcome(outcome):
     return str(outcome), None
 
 
-def _signature_profile(connector):
-    if isinstance(connector, models.BaseModel):
-        return connector.sudo().webhook_signature
-    return connector.webhook_signature
-
-
 def _payload_text(body):
     try:
         return body.decode("utf-8"), False
@@ -590,7 +570,7 @@ def _kept_headers(connector, headers):
             continue
         kept[name] = redact_text(value, limit=500)
     # The connector's own signature header may have any name (e.g. X-Acme-Sig): masked too.
-    return redact_headers(kept, extra_names=(getattr(connector, "webhook_hmac_header", None),))
+    return redact_headers(kept, extra_names=(connector.webhook_hmac_header,))
 
 
 def _pretty(text):

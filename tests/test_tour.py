@@ -43,7 +43,9 @@ class TestWebhookEventTour(IntegrationHubMixin, HttpCase):
         connector = self._create_connector(name="Tour Shop Webhooks", webhook_signature="none")
         Event = self.env["integration.webhook.event"]
         body = json.dumps({"order": "TOUR-1"}).encode()
-        record_id, _created = Event._ingest(connector, body, {}, "tour-evt-1", "tour.order.created")
+        record_id, _created = Event._ingest(
+            connector._webhook_receiver(connector.code), body, {}, "tour-evt-1", "tour.order.created"
+        )
         Event._job_dispatch_received()
         event = Event.browse(record_id)
         event.write({"state": "failed", "attempts": 5, "last_error": "IntegrationHTTPError: partner API was down"})

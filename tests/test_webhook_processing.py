@@ -31,7 +31,9 @@ class TestWebhookProcessing(IntegrationHubCase):
     def _receive(self, event_id="evt_1", event_type="order.created", payload=None, connector=None):
         connector = connector or self.connector
         body = json.dumps(payload if payload is not None else {"id": event_id, "order": {"number": "SO-1"}}).encode()
-        record_id, created = self.Event._ingest(connector, body, {"webhook-id": event_id}, event_id, event_type)
+        record_id, created = self.Event._ingest(
+            connector._webhook_receiver(connector.code), body, {"webhook-id": event_id}, event_id, event_type
+        )
         self.assertTrue(created)
         event = self.Event.browse(record_id)
         self.assertEqual(event.state, "received")
@@ -320,7 +322,9 @@ class TestWebhookProcessing(IntegrationHubCase):
 
     def test_cron_queues_a_dispatcher_for_events_left_waiting(self):
         body = b'{"id": "evt_stranded"}'
-        record_id, _created = self.Event._ingest(self.connector, body, {}, "evt_stranded", "order.created")
+        record_id, _created = self.Event._ingest(
+            self.connector._webhook_receiver(self.connector.code), body, {}, "evt_stranded", "order.created"
+        )
         dispatchers = self.env["queue.job"].search([("identity_key", "=", DISPATCH_IDENTITY_KEY)])
         self.assertEqual(len(dispatchers), 1)
         dispatchers.button_cancelled()  # say the dispatcher was lost: the event is stranded

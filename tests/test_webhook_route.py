@@ -391,9 +391,10 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
                 with sql_db.db_connect(dbname).cursor() as cr:
                     env = api.Environment(cr, SUPERUSER_ID, {})
                     connector = env["integration.connector"].browse(committed.id)
+                    receiver = connector._webhook_receiver(connector.code)
                     cr.execute("SELECT 1")  # the transaction's snapshot starts before the race
                     barrier.wait()
-                    results.append(env["integration.webhook.event"]._ingest(connector, body, {}, "evt_race", "x"))
+                    results.append(env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_race", "x"))
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(repr(exc))
 

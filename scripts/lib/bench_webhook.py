@@ -163,11 +163,12 @@ def processing(conf, db, odoo_bin, connector_id):
             }
         )
         connector = env["integration.connector"].browse(connector_id)
+        receiver = connector._webhook_receiver(connector.code)
         Event = env["integration.webhook.event"]
         started = time.monotonic()
         for number in range(EVENTS):
             body = json.dumps({"type": "order.created", "data": {"id": f"B-{number}", "name": f"Bench {number}"}})
-            Event._ingest(connector, body.encode(), {}, f"proc-{number}", "order.created")
+            Event._ingest(receiver, body.encode(), {}, f"proc-{number}", "order.created")
         queued_in = time.monotonic() - started  # stored, and one dispatcher job queued
     server = OdooServer(odoo_bin, conf, db, "base,web,queue_job", extra_env={"ODOO_QUEUE_JOB_CHANNELS": "root:2"})
     try:
