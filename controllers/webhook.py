@@ -23,6 +23,12 @@ def _reply(status, payload, headers=None):
     )
 
 
+def too_large_reply(code, limit):
+    """The 413 answer, also given before routing for a form body (``ir.http``)."""
+    _logger.warning("Webhook %s refused: body over %s bytes", _safe(code), limit)
+    return _reply(413, {"error": "too_large", "message": f"The body exceeds {limit} bytes."})
+
+
 def _safe(text, limit=200):
     """Sender-controlled text fit for one log line."""
     return _CONTROL.sub(" ", str(text))[:limit]
@@ -59,10 +65,10 @@ class IntegrationWebhookController(http.Controller):
             # before reading (and Odoo's request object offers no bounded read of the stream).
             return _reply(411, {"error": "length_required", "message": "Send a Content-Length header."})
         if httprequest.content_length > limit:
-            return self._too_large(receiver, limit)
+            return too_large_reply(code, limit)
         body = httprequest.get_data(cache=True)
         if len(body) > limit:
-            return self._too_large(receiver, limit)
+            return too_large_reply(code, limit)
         Connector = env["integration.connector"]
         try:
             verified = Connector._webhook_verify(receiver, body, httprequest.headers)
@@ -86,7 +92,3 @@ class IntegrationWebhookController(http.Controller):
         )
         payload = {"status": "accepted" if created else "duplicate", "event_id": event_id, "reference": record_id}
         return _reply(202 if created else 200, payload)
-
-    def _too_large(self, receiver, limit):
-        _logger.warning("Webhook %s refused: body over %s bytes", receiver.code, limit)
-        return _reply(413, {"error": "too_large", "message": f"The body exceeds {limit} bytes."})

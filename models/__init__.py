@@ -8,5 +8,6 @@ from . import integration_oauth_token
 from . import integration_error
 from . import integration_call_log
 from . import integration_webhook_event
+from . import integration_webhook_duplicate
 from . import integration_webhook_rule
 from . import ir_http

@@ -1,5 +1,6 @@
 import hashlib
 import logging
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -129,6 +130,17 @@ class IntegrationError(models.Model):
 
     # Recording -------------------------------------------------------------------------
 
+    @contextmanager
+    def _error_cursor(self, same_transaction):
+        if not same_transaction:
+            with self.env.registry.cursor() as cr:
+                yield cr
+            return
+        self.flush_model()
+        with self.env.cr.savepoint(flush=False):
+            yield self.env.cr
+        self.invalidate_model()
+
     @api.model
     def _fingerprint(self, connector, operation, method, url, error_class, status_code):
         path = urlsplit(url or "").path
@@ -136,11 +148,13 @@ class IntegrationError(models.Model):
         return hashlib.sha256(key.encode()).hexdigest()
 
     @api.model
-    def _record(self, connector, values):
+    def _record(self, connector, values, same_transaction=False):
         """Create or bump the error for ``values`` in its own transaction; returns its id.
 
         ``values`` are already redacted. Runs on a fresh cursor so that the record stays
-        when the caller's transaction rolls back (a failed job, a button's UserError).
+        when the caller's transaction rolls back (a failed job, a button's UserError);
+        with ``same_transaction``, in the caller's (which must then commit, and may hold
+        rows a fresh cursor would wait for).
         """
         values = dict(values)
         for key in ("request_excerpt", "response_excerpt", "traceback", "message"):
@@ -169,7 +183,7 @@ class IntegrationError(models.Model):
         # row instead of racing to create two; a serialization failure is tried again.
         for attempt in range(3):
             try:
-                with self.env.registry.cursor() as cr:
+                with self._error_cursor(same_transaction) as cr:
                     if job_uuid:
                         cr.execute("SELECT id FROM queue_job WHERE uuid = %s", [job_uuid])
                         found = cr.fetchone()

@@ -3,6 +3,7 @@ import hashlib
 import json
 import logging
 import math
+import operator as py_operator
 import traceback
 from datetime import timedelta
 
@@ -12,7 +13,6 @@ from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError
 
 from odoo.addons.queue_job.exception import RetryableJobError
-from odoo.addons.queue_job.job import Job
 
 from ..core.backoff import retry_delay
 from ..core.redact import redact_headers, redact_text
@@ -35,7 +35,28 @@ SEQUENTIAL_LOCK_NAMESPACE = 0x1A7F
 SEQUENTIAL_WAIT = 5
 WAITING_STATES = ("received", "queued", "processing")
 ERROR_LIMIT = 4000
+# Received events that may be given a job now: all of a connector that processes in
+# any order; for an in-order connector, its oldest waiting event, once no other event
+# of it is queued, processing or failed (a failed event holds the line until an operator
+# retries or ignores it).
+READY_TO_QUEUE = """
+    e.state = 'received' AND (
+        NOT EXISTS (SELECT 1 FROM integration_connector c
+                     WHERE c.id = e.connector_id AND c.webhook_sequential)
+        OR NOT EXISTS (SELECT 1 FROM integration_webhook_event o
+                        WHERE o.connector_id = e.connector_id AND o.id <> e.id
+                          AND (o.state IN ('queued', 'processing', 'failed')
+                               OR (o.state = 'received' AND (o.received_at, o.id) < (e.received_at, e.id)))))
+"""
 # Headers never worth keeping with an event (hop-by-hop, or identical on every delivery).
+OPERATORS = {
+    "=": py_operator.eq,
+    "!=": py_operator.ne,
+    ">": py_operator.gt,
+    ">=": py_operator.ge,
+    "<": py_operator.lt,
+    "<=": py_operator.le,
+}
 _SKIPPED_HEADERS = frozenset(
     {"connection", "content-length", "keep-alive", "transfer-encoding", "host", "accept-encoding"}
 )
@@ -96,9 +117,12 @@ class IntegrationWebhookEvent(models.Model):
     processed_at = fields.Datetime(readonly=True)
     result_note = fields.Text(string="Result", readonly=True)
     duplicate_count = fields.Integer(
-        string="Duplicates", readonly=True, help="Deliveries of this event received after the first."
+        string="Duplicates",
+        compute="_compute_duplicates",
+        search="_search_duplicate_count",
+        help="Deliveries of this event received after the first.",
     )
-    last_duplicate_at = fields.Datetime(readonly=True)
+    last_duplicate_at = fields.Datetime(string="Last Repeated Delivery", compute="_compute_duplicates")
     job_id = fields.Many2one("queue.job", readonly=True, ondelete="set null", index="btree_not_null")
     job_state = fields.Selection(related="job_id.state", string="Job State")
     payload_pretty = fields.Text(string="Payload ", compute="_compute_pretty")
@@ -121,6 +145,27 @@ class IntegrationWebhookEvent(models.Model):
         for event in self:
             event.payload_pretty = _pretty(event.payload) if not event.payload_is_base64 else event.payload
             event.headers_pretty = _pretty(event.headers)
+
+    def _compute_duplicates(self):
+        Counter = self.env["integration.webhook.duplicate"].sudo()
+        ids = [event_id for event_id in self.ids if isinstance(event_id, int)]
+        counters = Counter.search_fetch([("event_id", "in", ids)], ["event_id", "count", "last_at"])
+        by_event = {counter.event_id.id: counter for counter in counters}
+        for event in self:
+            counter = by_event.get(event.id)
+            event.duplicate_count = counter.count if counter else 0
+            event.last_duplicate_at = counter.last_at if counter else False
+
+    def _search_duplicate_count(self, operator, value):
+        if operator not in OPERATORS or not isinstance(value, int):
+            raise UserError(self.env._("Duplicates can only be compared with a whole number."))
+        Counter = self.env["integration.webhook.duplicate"].sudo()
+        matching = Counter._search([("count", operator, value)])
+        if not OPERATORS[operator](0, value):
+            return [("id", "in", matching.subselect("event_id"))]
+        # Events never delivered twice have no counter and match too (e.g. "= 0").
+        counted = Counter._search([]).subselect("event_id")
+        return ["|", ("id", "not in", counted), ("id", "in", matching.subselect("event_id"))]
 
     @api.depends("state")
     def _compute_can(self):
@@ -154,11 +199,21 @@ class IntegrationWebhookEvent(models.Model):
         if not events:
             raise UserError(self.env._("Only waiting or failed events can be marked ignored."))
         self.check_access("read")
+        running = events.filtered(lambda e: e.sudo().job_id.state == "started")
+        if running:
+            raise UserError(
+                self.env._(
+                    "%s is being processed right now; wait for the result, then mark it ignored if needed.",
+                    running[0].display_name,
+                )
+            )
         for event in events.sudo():
             if event.job_id.state in ("pending", "enqueued", "wait_dependencies"):
                 event.job_id.button_cancelled()
             event.write({"state": "ignored", "processed_at": fields.Datetime.now()})
             event._message_log(body=self.env._("Marked ignored by %s.", self.env.user.name))
+        if events.connector_id.filtered("webhook_sequential"):
+            self.sudo()._schedule_dispatch()  # the events held behind may go now
         return True
 
     def _payload_json(self):
@@ -178,18 +233,19 @@ class IntegrationWebhookEvent(models.Model):
     def _requeue(self, note):
         """Queue these events again, each with a new job (a failed one is cancelled)."""
         self.check_access("read")  # operators act on what they can see; the write is ours
-        for event in self.sudo():
-            if event.job_id.state == "failed":
-                event.job_id.button_cancelled()  # superseded: one failed job per event, not two
-            event.write({"state": "queued", "last_error": False})
-            event._message_log(body=note)
-            event._enqueue()
+        # Before the jobs: one run inline (queue_job's no-delay switch) may record a new error.
         errors = (
             self.env["integration.error"]
             .sudo()
             .search([("res_model", "=", self._name), ("res_id", "in", self.ids), ("state", "=", "new")])
         )
         errors.write({"state": "resolved"})
+        for event in self.sudo():
+            if event.job_id.state == "failed":
+                event.job_id.button_cancelled()  # superseded: one failed job per event, not two
+            event.write({"state": "queued", "last_error": False})
+            event._message_log(body=note)
+            event._enqueue()
 
     # ------------------------------------------------------------------------------
     # Receiving
@@ -228,23 +284,31 @@ class IntegrationWebhookEvent(models.Model):
         }
         try:
             # The unique index decides: a concurrent delivery of the same event waits for
-            # ours to commit, then finds it.
+            # ours to commit, then finds it. An event already stored is looked up first and
+            # not inserted again: inserting its key would wait for whatever transaction
+            # (its job, say) has written the stored row and not committed yet.
             with cr.savepoint(flush=False):
-                # One round trip: the insert, and whether a dispatcher is already waiting.
+                # One round trip: the look-up, the insert, and whether a dispatcher waits.
                 cr.execute(
                     """
-                    WITH inserted AS (
-                    INSERT INTO integration_webhook_event (
-                        connector_id, company_id, event_id, event_type, signed_at, remote_addr, headers,
-                        payload, payload_is_base64, payload_size, payload_hash, state, attempts, duplicate_count,
-                        received_at, create_uid, write_uid, create_date, write_date)
-                    VALUES (%(connector_id)s, %(company_id)s, %(event_id)s, %(event_type)s, %(signed_at)s,
-                            %(remote_addr)s, %(headers)s, %(payload)s, %(payload_is_base64)s, %(payload_size)s,
-                            %(payload_hash)s,
-                            'received', 0, 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
-                            now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')
-                    ON CONFLICT DO NOTHING
-                    RETURNING id)
+                    WITH stored AS (
+                        SELECT id FROM integration_webhook_event
+                         WHERE connector_id = %(connector_id)s
+                           AND (event_id = %(event_id)s OR payload_hash = %(payload_hash)s)
+                         LIMIT 1),
+                    inserted AS (
+                        INSERT INTO integration_webhook_event (
+                            connector_id, company_id, event_id, event_type, signed_at, remote_addr, headers,
+                            payload, payload_is_base64, payload_size, payload_hash, state, attempts,
+                            received_at, create_uid, write_uid, create_date, write_date)
+                        SELECT %(connector_id)s, %(company_id)s, %(event_id)s, %(event_type)s, %(signed_at)s,
+                               %(remote_addr)s, %(headers)s, %(payload)s, %(payload_is_base64)s, %(payload_size)s,
+                               %(payload_hash)s,
+                               'received', 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
+                               now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+                         WHERE NOT EXISTS (SELECT 1 FROM stored)
+                        ON CONFLICT DO NOTHING
+                        RETURNING id)
                     SELECT (SELECT id FROM inserted),
                            EXISTS (SELECT 1 FROM queue_job WHERE identity_key = %(dispatch_key)s
                                       AND state IN ('wait_dependencies', 'pending', 'enqueued'))
@@ -285,60 +349,105 @@ class IntegrationWebhookEvent(models.Model):
 
     @api.model
     def _job_dispatch_received(self):
-        """Queue job: give every received event its processing job (and state queued).
+        """Queue job: give received events their processing job (and state queued).
 
+        One batch per job, so that a transaction stays short; another dispatcher is
+        queued when more events are ready. Events of an in-order connector are given a
+        job one at a time: only the oldest, and only when none of the connector's events
+        is queued or failed (the job that finishes one queues a dispatcher for the next).
         Several dispatchers may run at once: each locks the rows it takes (SKIP LOCKED).
-        Events stored after this transaction began are invisible to it; a last look
-        through a read-committed connection catches them and queues another dispatcher.
         """
-        queued = 0
-        taken = set()
-        self.flush_model(["state"])
-        while True:
-            self.env.cr.execute(
-                """SELECT id FROM integration_webhook_event WHERE state = 'received'
-                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED""",
-                [DISPATCH_BATCH],
-            )
-            ids = [row[0] for row in self.env.cr.fetchall()]
-            if not ids:
-                break
-            taken.update(ids)
-            events = self.browse(ids)
-            events.fetch(["connector_id", "event_type", "company_id"])  # not the payloads
-            for event in events:
-                event._enqueue()
-            queued += len(ids)
+        self.flush_model()
+        self.env["integration.connector"].flush_model(["webhook_sequential"])
+        self.env.cr.execute(
+            f"SELECT e.id FROM integration_webhook_event e WHERE {READY_TO_QUEUE}"  # noqa: S608 - constant
+            " ORDER BY e.id LIMIT %s FOR UPDATE OF e SKIP LOCKED",
+            [DISPATCH_BATCH],
+        )
+        ids = [row[0] for row in self.env.cr.fetchall()]
+        events = self.browse(ids)
+        events.fetch(["connector_id", "event_type", "company_id"])  # not the payloads
+        for event in events:
+            event._enqueue()
+        # Events stored after this transaction began are invisible to it, and the ones it
+        # took still look received to others until it commits: look through a
+        # read-committed connection for ready events it did not take.
         with state_cursor(self.env.cr.dbname) as cr:
-            # Our own updates are not committed yet: only events this job did not take count.
             cr.execute(
-                "SELECT 1 FROM integration_webhook_event WHERE state = 'received' AND NOT (id = ANY(%s)) LIMIT 1",
-                [list(taken)],
+                f"SELECT 1 FROM integration_webhook_event e WHERE {READY_TO_QUEUE}"  # noqa: S608 - constant
+                " AND NOT (e.id = ANY(%s)) LIMIT 1",
+                [ids],
             )
-            late = cr.fetchone()
-        if late:
+            more = cr.fetchone()
+        if more:
             self._schedule_dispatch()
-        return self.env._("%s event(s) queued.", queued)
+        return self.env._("%s event(s) queued.", len(ids))
 
     @api.model
     def _cron_dispatch_received(self):
-        """Safety net: queue a dispatcher if events wait without one (e.g. a failed dispatcher)."""
-        self.flush_model(["state", "received_at"])
+        """Safety net, every few minutes: queue a dispatcher if ready events wait without
+        one (e.g. its job failed), and settle events whose job ended without them."""
+        self.flush_model()
+        self.env["integration.connector"].flush_model(["webhook_sequential"])
         self.env.cr.execute(
-            "SELECT 1 FROM integration_webhook_event WHERE state = 'received'"
-            " AND received_at < (now() AT TIME ZONE 'UTC') - interval '1 minute' LIMIT 1"
+            f"SELECT 1 FROM integration_webhook_event e WHERE {READY_TO_QUEUE}"  # noqa: S608 - constant
+            " AND e.received_at < (now() AT TIME ZONE 'UTC') - interval '1 minute' LIMIT 1"
         )
         if self.env.cr.fetchone():
             self._schedule_dispatch()
+        self._settle_stranded()
+
+    @api.model
+    def _settle_stranded(self):
+        """Events shown waiting whose job will never run them (cancelled, failed outside
+        the handler, or deleted from the job queue). Left alone they would wait for ever
+        and, on an in-order connector, hold back every later event.
+
+        - job cancelled (in the Job Queue menu): the event is ignored;
+        - job failed: the event is failed, with the job's error, and can be retried;
+        - job gone or done: the event is queued again.
+        """
+        self.env["queue.job"].flush_model(["state", "exc_message"])
+        self.env.cr.execute(
+            """SELECT e.id, j.state, j.exc_message FROM integration_webhook_event e
+                 LEFT JOIN queue_job j ON j.id = e.job_id
+                WHERE e.state IN ('queued', 'processing')
+                  AND (j.id IS NULL OR j.state IN ('done', 'cancelled', 'failed'))
+                ORDER BY e.id LIMIT %s""",
+            [DISPATCH_BATCH],
+        )
+        rows = self.env.cr.fetchall()
+        for event_id, job_state, job_error in rows:
+            event = self.browse(event_id)
+            if job_state == "cancelled":
+                event.write({"state": "ignored", "processed_at": fields.Datetime.now()})
+                event._message_log(body=self.env._("Its job was cancelled in the job queue: marked ignored."))
+            elif job_state == "failed":
+                message = self.env._("The job failed outside the handler: %s", job_error or "?")
+                event.write({"state": "failed", "last_error": message})
+                event._message_log(body=message)
+            else:
+                event._message_log(body=self.env._("It had no job left to run it: queued again."))
+                event._enqueue()
+        if rows:
+            _logger.info("Settled %d webhook event(s) left without a job", len(rows))
+            self._schedule_dispatch()  # an in-order connector may be free again
+        return len(rows)
 
     @api.model
     def _count_duplicate(self, connector_id, event_id, payload_hash=None, committed_elsewhere=False):
-        """Count one more delivery of a stored event; returns the event's id."""
+        """Count one more delivery of a stored event; returns the event's id.
+
+        The count goes to ``integration.webhook.duplicate``, never to the event row, which
+        the event's job may be writing at the same moment.
+        """
         query = """
-            UPDATE integration_webhook_event
-               SET duplicate_count = duplicate_count + 1, last_duplicate_at = now() AT TIME ZONE 'UTC'
+            INSERT INTO integration_webhook_duplicate AS d (event_id, count, last_at)
+            SELECT id, 1, now() AT TIME ZONE 'UTC' FROM integration_webhook_event
              WHERE connector_id = %s AND (event_id = %s OR payload_hash = %s)
-         RETURNING id
+             ORDER BY id LIMIT 1
+            ON CONFLICT (event_id) DO UPDATE SET count = d.count + 1, last_at = EXCLUDED.last_at
+            RETURNING event_id
         """
         if not committed_elsewhere:
             try:
@@ -347,7 +456,7 @@ class IntegrationWebhookEvent(models.Model):
                     row = self.env.cr.fetchone()
                     return row and row[0]
             except psycopg2.errors.SerializationFailure:
-                # Another duplicate was counted meanwhile: count on a connection that sees it.
+                # Another delivery was counted meanwhile: count on a connection that sees it.
                 _logger.debug("Duplicate of %s counted through the shared-state connection", event_id)
         # Autocommit, read-committed: sees the committed event and never fails to serialize.
         with state_cursor(self.env.cr.dbname) as cr:
@@ -374,14 +483,15 @@ class IntegrationWebhookEvent(models.Model):
             )
             ._job_process()
         )
-        if not isinstance(job, Job):
-            # queue_job's no-delay switch (tests, debugging) ran the processing inline.
-            return
+        # Nothing is stored when queue_job's no-delay switch (tests, debugging) ran the
+        # processing inline: the event then stays as the run left it.
+        self.flush_recordset(["state", "job_id"])
         self.env.cr.execute(
-            """UPDATE integration_webhook_event
-                  SET job_id = (SELECT id FROM queue_job WHERE uuid = %s),
-                      state = CASE WHEN state = 'received' THEN 'queued' ELSE state END
-                WHERE id = %s""",
+            """UPDATE integration_webhook_event e
+                  SET job_id = j.id,
+                      state = CASE WHEN e.state = 'received' THEN 'queued' ELSE e.state END
+                 FROM queue_job j
+                WHERE j.uuid = %s AND e.id = %s""",
             [job.uuid, self.id],
         )
         self.invalidate_recordset(["job_id", "state"])
@@ -393,9 +503,12 @@ class IntegrationWebhookEvent(models.Model):
     def _job_process(self):
         """Queue job entry point: run the connector's handler for this event.
 
-        The handler runs in a savepoint; a failure is written through a fresh cursor
-        (this transaction is about to roll back) and then raised, so that queue_job
-        retries the job (transient) or marks it failed (permanent, or attempts spent).
+        The handler runs in a savepoint. In a real job, a failure is written through a
+        fresh cursor (this transaction is about to roll back) and then raised, so that
+        queue_job retries the job (transient) or marks it failed (permanent, or attempts
+        spent). Run inline (queue_job's no-delay switch: tests, debugging), there is no
+        job to retry and the caller may hold the event's row: the failure is written in
+        this transaction and returned.
         """
         self.ensure_one()
         event = self.with_company(self.company_id)
@@ -404,10 +517,13 @@ class IntegrationWebhookEvent(models.Model):
         # Failures of calls the handler makes are linked to this event in the error log.
         event = event.with_context(integration_related_model=self._name, integration_related_id=self.id)
         connector = event.connector_id
-        if connector.webhook_sequential:
-            event._wait_for_turn()
         job_uuid = self.env.context.get("job_uuid")
         job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1) if job_uuid else None
+        inline = not job
+        if connector.webhook_sequential:
+            ahead = event._wait_for_turn()
+            if ahead:
+                return ahead
         job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
         attempt = event.attempts + 1  # the event's runs, across Retry and Reprocess
         try:
@@ -415,14 +531,19 @@ class IntegrationWebhookEvent(models.Model):
                 outcome = connector._webhook_process_event(event)
         except WebhookEventUnhandled as exc:
             if connector.webhook_unhandled == "fail":
-                event._fail(exc, attempt, permanent=True)
+                event._fail(exc, attempt, permanent=True, inline=inline)
+                if inline:
+                    return str(exc)
                 raise
             event._finish("ignored", str(exc), attempt)
             return str(exc)
         except RetryableJobError as exc:
             max_attempts = min(connector.retry_max_attempts, job.max_retries if job and job.max_retries else 10**6)
-            if job_attempt >= max_attempts:
-                event._fail(exc, attempt, permanent=True, gave_up=max_attempts)
+            if inline or job_attempt >= max_attempts:
+                gave_up = None if inline else max_attempts
+                event._fail(exc, attempt, permanent=True, gave_up=gave_up, inline=inline)
+                if inline:
+                    return str(exc)
                 raise _GaveUp(
                     self.env._("%(error)s (gave up after %(max)s attempts)", error=exc, max=max_attempts)
                 ) from None
@@ -434,17 +555,26 @@ class IntegrationWebhookEvent(models.Model):
                 str(exc), seconds=max(1, math.ceil(seconds)), ignore_retry=exc.ignore_retry
             ) from None
         except Exception as exc:
-            event._fail(exc, attempt, permanent=True)
+            event._fail(exc, attempt, permanent=True, inline=inline)
+            if inline:
+                return str(exc)
             raise
         note, record = _outcome(outcome)
         event._finish("done", note, attempt, record)
         return note or self.env._("done")
 
     def _wait_for_turn(self):
-        """In-order processing: one event of the connector at a time, oldest first."""
+        """In-order processing: one event of the connector at a time, oldest first.
+
+        The dispatcher gives a job only to a connector's oldest waiting event, so this
+        mostly confirms it. It matters for Retry and Reprocess, which queue an event out
+        of turn: an event with older ones still open goes back in line (received) and the
+        dispatcher gives it a job when its turn comes. Returns a note when it went back.
+        """
         cr = self.env.cr
         cr.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [SEQUENTIAL_LOCK_NAMESPACE, self.connector_id.id])
         if not cr.fetchone()[0]:
+            # Another event of the connector is being processed right now: a short wait.
             raise RetryableJobError(
                 self.env._("Another event of this connector is being processed."),
                 seconds=SEQUENTIAL_WAIT,
@@ -463,14 +593,13 @@ class IntegrationWebhookEvent(models.Model):
             order="received_at, id",
             limit=1,
         )
-        if ahead:
-            raise RetryableJobError(
-                self.env._(
-                    "Waiting for %(event)s (%(state)s), received before.", event=ahead.display_name, state=ahead.state
-                ),
-                seconds=SEQUENTIAL_WAIT,
-                ignore_retry=True,
-            )
+        if not ahead:
+            return None
+        note = self.env._(
+            "Back in line behind %(event)s (%(state)s), received before.", event=ahead.display_name, state=ahead.state
+        )
+        self.sudo().write({"state": "received", "result_note": note})
+        return note
 
     def _finish(self, state, note, attempt, record=None):
         values = {
@@ -483,22 +612,24 @@ class IntegrationWebhookEvent(models.Model):
         if record:
             values.update(res_model=record._name, res_id=record.id)
         self.sudo().write(values)
+        if self.connector_id.webhook_sequential:
+            self._schedule_dispatch()  # the connector's next event may go now
 
-    def _fail(self, exc, attempt, permanent, gave_up=None):
-        """Record a failed attempt through a fresh cursor (the job's transaction rolls back)."""
+    def _fail(self, exc, attempt, permanent, gave_up=None, inline=False):
+        """Record a failed attempt: through a fresh cursor in a job (whose transaction
+        rolls back), in this transaction when run inline (see ``_job_process``)."""
         connector = self.connector_id
         message = redact_text(f"{type(exc).__name__}: {exc}", connector._known_secret_values(), limit=ERROR_LIMIT)
         if gave_up:
             message = self.env._("%(error)s (gave up after %(max)s attempts)", error=message, max=gave_up)
         state = "failed" if permanent else "queued"
         job_uuid = self.env.context.get("job_uuid")
-        with self.env.registry.cursor() as cr:
-            env = self.env(cr=cr, user=SUPERUSER_ID)
-            event = env[self._name].browse(self.id)
-            event.write({"state": state, "attempts": attempt, "last_error": message})
-            if permanent:
-                event._message_log(body=self.env._("Processing failed: %s", message))
-        if permanent:
+        if inline:
+            written = self._write_failure(self.env(user=SUPERUSER_ID), state, attempt, message, permanent)
+        else:
+            with self.env.registry.cursor() as cr:
+                written = self._write_failure(self.env(cr=cr, user=SUPERUSER_ID), state, attempt, message, permanent)
+        if permanent and written:
             self.env["integration.error"]._record(
                 connector,
                 {
@@ -510,9 +641,20 @@ class IntegrationWebhookEvent(models.Model):
                     "traceback": redact_text(traceback.format_exc(limit=12), connector._known_secret_values()),
                     "res_model": self._name,
                     "res_id": self.id,
-                    "job_uuid": job_uuid,
+                    "job_uuid": None if inline else job_uuid,
                 },
+                same_transaction=inline,
             )
+
+    def _write_failure(self, env, state, attempt, message, permanent):
+        event = env[self._name].browse(self.id)
+        if event.state not in ("received", "queued", "processing", "failed"):
+            # Settled meanwhile (an operator marked it ignored): that decision stands.
+            return False
+        event.write({"state": state, "attempts": attempt, "last_error": message})
+        if permanent:
+            event._message_log(body=env._("Processing failed: %s", message))
+        return True
 
     # ------------------------------------------------------------------------------
     # Housekeeping

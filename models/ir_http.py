@@ -1,3 +1,5 @@
+from werkzeug.exceptions import RequestEntityTooLarge
+
 from odoo import models
 from odoo.http import request
 
@@ -22,7 +24,7 @@ class IrHttp(models.AbstractModel):
         Odoo reads form bodies (urlencoded, multipart) into parameters before the route
         runs, which consumes them; signatures are computed on the raw bytes. A body within
         the connector's size limit is buffered here (the form parser then reads the
-        buffer); a larger one is refused with 413, unread.
+        buffer); a larger one is refused here with the route's 413, unread.
         """
         httprequest = request.httprequest
         length = httprequest.content_length
@@ -30,7 +32,8 @@ class IrHttp(models.AbstractModel):
             return  # not a form: Odoo will not parse it, the route reads and limits it
         receiver = request.env["integration.connector"].sudo()._webhook_receiver(code)
         limit = receiver.max_body_bytes if receiver else DEFAULT_LIMIT
-        # Werkzeug refuses a larger form with 413 before reading it.
-        httprequest.max_content_length = limit
-        if length <= limit:
-            httprequest.get_data(cache=True)
+        if length > limit:
+            from ..controllers.webhook import too_large_reply  # noqa: PLC0415 - the controller imports models
+
+            raise RequestEntityTooLarge(response=too_large_reply(code, limit))
+        httprequest.get_data(cache=True)

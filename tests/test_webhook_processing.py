@@ -197,20 +197,177 @@ class TestWebhookProcessing(IntegrationHubCase):
         self.assertEqual(event.state, "ignored")
         self.assertEqual(event.job_id.state, "cancelled")
 
-    def test_sequential_processing_waits_for_older_events(self):
+    def _receive_sequential(self, event_id):
+        body = json.dumps({"id": event_id}).encode()
+        record_id, _created = self.Event._ingest(
+            self.connector._webhook_receiver(self.connector.code), body, {}, event_id, "order.created"
+        )
+        self.Event._job_dispatch_received()
+        return self.Event.browse(record_id)
+
+    def _dispatch_again(self):
+        """Run the dispatcher queued by a finished event, as the job runner would."""
+        dispatcher = self.env["queue.job"].search(
+            [("identity_key", "=", DISPATCH_IDENTITY_KEY), ("state", "=", "pending")]
+        )
+        self.assertEqual(len(dispatcher), 1, "a dispatcher is queued for the next event")
+        self.assertIsNone(run_job(self.env, dispatcher.uuid))
+
+    def test_sequential_processing_one_event_at_a_time_in_order(self):
         self.connector.webhook_sequential = True
-        older = self._receive("evt_old")
-        newer = self._receive("evt_new")
+        older = self._receive_sequential("evt_old")
+        newer = self._receive_sequential("evt_new")
+        self.assertEqual(older.state, "queued")
+        self.assertEqual((newer.state, newer.job_id.id), ("received", False), "no job until its turn")
         order = []
         with self._handler(lambda connector, event: order.append(event.event_id)):
-            outcome = self._run(newer)
-            self.assertIsInstance(outcome, RetryableJobError)
-            self.assertIn("Waiting for", str(outcome))
+            self.assertIsNone(self._run(older))
+            self._dispatch_again()
+            newer.invalidate_recordset()
             self.assertEqual(newer.state, "queued")
-            self.assertEqual(newer.job_id.retry, 0, "waiting is not an attempt")
-            self._run(older)
-            self._run(newer)
+            self.assertIsNone(self._run(newer))
         self.assertEqual(order, ["evt_old", "evt_new"])
+        self.assertEqual(newer.state, "done")
+
+    def test_sequential_failed_event_holds_the_line_until_ignored(self):
+        self.connector.webhook_sequential = True
+        older = self._receive_sequential("evt_old")
+        newer = self._receive_sequential("evt_new")
+        with (
+            self._handler(lambda connector, event: 1 / 0),
+            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+        ):
+            self._run(older)
+        self.assertEqual(older.state, "failed")
+        self.Event._job_dispatch_received()
+        newer.invalidate_recordset()
+        self.assertEqual(newer.state, "received", "held behind the failed event")
+        older.with_user(self.operator).action_ignore()
+        self._dispatch_again()
+        newer.invalidate_recordset()
+        self.assertEqual(newer.state, "queued")
+        with self._handler(lambda connector, event: "ok"):
+            self._run(newer)
+        self.assertEqual(newer.state, "done")
+
+    def test_sequential_reprocess_out_of_turn_goes_back_in_line(self):
+        self.connector.webhook_sequential = True
+        first = self._receive_sequential("evt_1")
+        with self._handler(lambda connector, event: "ok"):
+            self._run(first)
+        second = self._receive_sequential("evt_2")
+        with (
+            self._handler(lambda connector, event: 1 / 0),
+            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+        ):
+            self._run(second)
+        self.assertEqual(second.state, "failed")
+        # Reprocessing the first event is out of turn only if an older one is open: it is
+        # not, so it runs. A later event reprocessed while the failed one waits goes back.
+        third = self._receive_sequential("evt_3")
+        self.assertEqual(third.state, "received")
+        calls = []
+        with self._handler(lambda connector, event: calls.append(event.event_id)):
+            first.action_reprocess()
+            self._run(first)
+            self.assertEqual(first.state, "done")
+            second.action_retry()
+            second.invalidate_recordset()
+            self._run(second)
+            self.assertEqual(second.state, "done")
+            self._dispatch_again()
+            third.invalidate_recordset()
+            self._run(third)
+        self.assertEqual(calls, ["evt_1", "evt_2", "evt_3"])
+        self.assertEqual(third.state, "done")
+
+    def test_sequential_event_queued_behind_an_open_one_waits_without_polling(self):
+        self.connector.webhook_sequential = True
+        older = self._receive_sequential("evt_old")
+        newer = self._receive_sequential("evt_new")
+        # Say an administrator queued the newer event by hand while the older one waits.
+        newer.sudo()._enqueue()
+        newer.invalidate_recordset()
+        with self._handler(lambda connector, event: self.fail("must not run out of order")):
+            self.assertIsNone(self._run(newer), "finished, not retried every few seconds")
+        self.assertEqual(newer.state, "received")
+        self.assertIn("Back in line behind", newer.result_note)
+        self.assertEqual(older.state, "queued")
+
+    def test_settle_events_whose_job_will_never_run_them(self):
+        cancelled = self._receive("evt_cancelled")
+        failed = self._receive("evt_failed")
+        lost = self._receive("evt_lost")
+        cancelled.job_id.button_cancelled()  # from the Job Queue menu
+        failed.job_id.write({"state": "failed", "exc_message": "worker killed"})
+        lost.job_id.unlink()  # e.g. removed by hand
+        lost.invalidate_recordset()
+        self.assertEqual(self.Event._settle_stranded(), 3)
+        for event in cancelled | failed | lost:
+            event.invalidate_recordset()
+        self.assertEqual(cancelled.state, "ignored")
+        self.assertEqual(failed.state, "failed")
+        self.assertIn("worker killed", failed.last_error)
+        self.assertTrue(failed.can_retry)
+        self.assertEqual(lost.state, "queued")
+        self.assertEqual(lost.job_id.state, "pending", "a new job")
+        self.assertEqual(self.Event._settle_stranded(), 0, "nothing left to settle")
+
+    def test_inline_run_records_the_failure_in_the_callers_transaction(self):
+        # queue_job's no-delay switch runs the job inside the button's transaction, which
+        # holds the event's row: the failure is written there, not through another cursor.
+        event = self._receive()
+        with (
+            self._handler(lambda connector, event: 1 / 0),
+            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+        ):
+            self._run(event)
+            self.assertEqual(event.state, "failed")
+            event.with_user(self.operator).with_context(queue_job__no_delay=True).action_retry()
+        event.invalidate_recordset()
+        self.assertEqual(event.state, "failed")
+        self.assertEqual(event.attempts, 2)
+        self.assertIn("ZeroDivisionError", event.last_error)
+        error = self.env["integration.error"].search([("res_model", "=", event._name), ("res_id", "=", event.id)])
+        self.assertEqual((len(error), error.state, error.count), (1, "new", 2), "reopened by the inline failure")
+        with self._handler(lambda connector, event: "fixed"):
+            event.with_context(queue_job__no_delay=True).action_retry()
+        event.invalidate_recordset()
+        self.assertEqual((event.state, event.result_note), ("done", "fixed"))
+
+    def test_mark_ignored_refused_while_the_job_runs(self):
+        event = self._receive()
+        event.job_id.state = "started"
+        with self.assertRaisesRegex(UserError, "being processed right now"):
+            event.with_user(self.operator).action_ignore()
+        self.assertEqual(event.state, "queued")
+
+    def test_a_failure_does_not_overwrite_an_operators_decision(self):
+        # The operator marked the event ignored while its handler ran; the handler then
+        # fails: the failure is not written over the decision.
+        event = self._receive()
+        event.write({"state": "ignored"})
+        event.flush_recordset()  # committed by the operator's transaction
+        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+            event._fail(ValueError("too late"), 1, permanent=True)
+        event.invalidate_recordset()
+        self.assertEqual(event.state, "ignored")
+        self.assertFalse(event.last_error)
+
+    def test_repeated_deliveries_counted_and_searchable(self):
+        event = self._receive()
+        once = self._receive("evt_once")
+        receiver = self.connector._webhook_receiver(self.connector.code)
+        for _i in range(2):
+            self.assertEqual(self.Event._ingest(receiver, b"{}", {}, "evt_1", "order.created"), (event.id, False))
+        event.invalidate_recordset()
+        self.assertEqual(event.duplicate_count, 2)
+        self.assertTrue(event.last_duplicate_at)
+        mine = [("connector_id", "=", self.connector.id)]
+        self.assertEqual(self.Event.search([*mine, ("duplicate_count", ">", 0)]), event)
+        self.assertEqual(self.Event.search([*mine, ("duplicate_count", "=", 0)]), once)
+        self.assertEqual(self.Event.search([*mine, ("duplicate_count", ">=", 2)]), event)
+        self.assertEqual(self.Event.search([*mine, ("duplicate_count", "<", 3)]), event | once)
 
     def test_generic_rule_upserts_by_external_id(self):
         partner_model = self.env["ir.model"]._get("res.partner")

@@ -265,13 +265,16 @@ class TestWebhookRoute(WebhookRouteCase):
         body = json.dumps({"id": "big", "blob": "x" * 2000}).encode()
         response = self._post(connector.code, body, self._signed(connector, body))
         self.assertEqual(response.status_code, 413)
+        self.assertEqual(response.json()["error"], "too_large")
         # Unsigned too: the size is checked before the signature.
         response = self._post(connector.code, body, {})
         self.assertEqual(response.status_code, 413)
-        # A form body is refused before Odoo parses it.
+        # A form body is refused before Odoo parses it, with the same JSON answer.
         form = urlencode({"payload": "x" * 2000}).encode()
         response = self._post(connector.code, form, {}, content_type="application/x-www-form-urlencoded")
         self.assertEqual(response.status_code, 413)
+        self.assertEqual(response.headers["Content-Type"], "application/json")
+        self.assertEqual(response.json(), {"error": "too_large", "message": "The body exceeds 1024 bytes."})
         self.assertFalse(self._events(connector))
 
     def test_unknown_and_archived_connectors_404(self):
@@ -407,7 +410,10 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         self.assertEqual(sorted(created for _id, created in results), [False] * 19 + [True])
         with sql_db.db_connect(dbname).cursor() as cr:
             cr.execute(
-                "SELECT id, duplicate_count FROM integration_webhook_event WHERE connector_id = %s", [committed.id]
+                """SELECT e.id, d.count FROM integration_webhook_event e
+                     LEFT JOIN integration_webhook_duplicate d ON d.event_id = e.id
+                    WHERE e.connector_id = %s""",
+                [committed.id],
             )
             rows = cr.fetchall()
             self.assertEqual(len(rows), 1)
@@ -426,3 +432,51 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         finally:
             with sql_db.db_connect(dbname).cursor() as cr:
                 cr.execute("DELETE FROM queue_job WHERE identity_key IN %s", [keys])
+
+    def test_a_repeated_delivery_never_conflicts_with_the_events_job(self):
+        # The job (or dispatcher, or an operator) writes the event row; a repeated delivery
+        # arriving meanwhile must neither wait for it nor make its transaction fail.
+        dbname = self.env.cr.dbname
+        code = f"busy-{uuid.uuid4().hex[:8]}"
+        committed = CommittedConnector(
+            dbname,
+            {
+                "name": "Busy",
+                "code": code,
+                "base_url": "http://127.0.0.1:9/",
+                "webhook_signature": "none",
+            },
+        )
+        self.addCleanup(committed.delete)
+        self.addCleanup(self._delete_dispatchers, dbname)
+        body = b'{"id": "evt_busy"}'
+
+        def deliver():
+            with sql_db.db_connect(dbname).cursor() as cr:
+                cr.execute("SET LOCAL lock_timeout = '5s'")  # waiting on the job would fail here
+                env = api.Environment(cr, SUPERUSER_ID, {})
+                receiver = env["integration.connector"]._webhook_receiver(code)
+                return env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_busy", "x")
+
+        event_id, created = deliver()
+        self.assertTrue(created)
+        with sql_db.db_connect(dbname).cursor() as job_cr:
+            # The job's snapshot is taken, then it writes the row and keeps it locked.
+            job_cr.execute("SELECT state FROM integration_webhook_event WHERE id = %s", [event_id])
+            self.assertEqual(job_cr.fetchone()[0], "received")
+            self.assertEqual(deliver(), (event_id, False), "counted before the job writes")
+            job_cr.execute("UPDATE integration_webhook_event SET state = 'queued' WHERE id = %s", [event_id])
+            self.assertEqual(deliver(), (event_id, False), "counted while the job holds the row")
+            job_cr.execute("UPDATE integration_webhook_event SET state = 'done' WHERE id = %s", [event_id])
+        with sql_db.db_connect(dbname).cursor() as cr:
+            cr.execute(
+                """SELECT e.state, d.count FROM integration_webhook_event e
+                     JOIN integration_webhook_duplicate d ON d.event_id = e.id WHERE e.id = %s""",
+                [event_id],
+            )
+            self.assertEqual(cr.fetchone(), ("done", 2))
+
+    @staticmethod
+    def _delete_dispatchers(dbname):
+        with sql_db.db_connect(dbname).cursor() as cr:
+            cr.execute("DELETE FROM queue_job WHERE identity_key = %s", [DISPATCH_IDENTITY_KEY])

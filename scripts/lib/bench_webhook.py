@@ -117,8 +117,9 @@ def ingest(conf, db, odoo_bin, connector_id):
     accepted = [event_id for run in webhook_runs for event_id in run["accepted"]]
     with Registry(db).cursor() as cr:
         cr.execute(
-            """SELECT count(*), count(DISTINCT event_id), COALESCE(sum(duplicate_count), 0)
-                 FROM integration_webhook_event WHERE connector_id = %s AND event_id LIKE 'round%%'""",
+            """SELECT count(*), count(DISTINCT e.event_id), COALESCE(sum(d.count), 0)
+                 FROM integration_webhook_event e LEFT JOIN integration_webhook_duplicate d ON d.event_id = e.id
+                WHERE e.connector_id = %s AND e.event_id LIKE 'round%%'""",
             [connector_id],
         )
         rows, distinct, duplicates = cr.fetchone()
