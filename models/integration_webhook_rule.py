@@ -2,7 +2,7 @@ import fnmatch
 import json
 from datetime import date, datetime, timezone
 
-from odoo import api, fields, models
+from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from .integration_connector_webhook import json_path_get
@@ -11,7 +11,7 @@ from .integration_connector_webhook import json_path_get
 MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
 
 
-# Models a rule may not write as superuser: they hold code, configuration or access rights.
+# Models a rule may never write, whoever it runs as: code, configuration or access rights.
 PROTECTED_MODELS = frozenset({"res.users", "res.groups", "res.users.apikeys", "res.company"})
 
 
@@ -25,6 +25,9 @@ class IntegrationWebhookRule(models.Model):
     Either run a server action (on the event: ``record`` in its code is the event, and
     ``record._payload_json()`` the parsed body), or create/update a record of a model
     matched by the external id found in the payload, with a field mapping.
+
+    Either way it runs as the rule's "Run As" user, with that user's access rights and
+    record rules, in the event's company: a rule can do what that user could do by hand.
     """
 
     _name = "integration.webhook.rule"
@@ -68,12 +71,41 @@ class IntegrationWebhookRule(models.Model):
         string="External ID JSON Path", help="Dotted path to the id in the payload, e.g. 'data.id'."
     )
     field_ids = fields.One2many("integration.webhook.rule.field", "rule_id", string="Field Mapping", copy=True)
+    user_id = fields.Many2one(
+        "res.users",
+        string="Run As",
+        required=True,
+        ondelete="restrict",
+        default=lambda self: self.env.user,
+        domain="[('share', '=', False), ('company_ids', 'in', company_id)]",
+        help="The rule acts with this user's access rights and record rules, in the event's company. "
+        "Choose a user allowed to do exactly what the rule does (e.g. create contacts), no more.",
+    )
 
     @api.depends("event_type", "action_type")
     def _compute_name(self):
         labels = dict(self._fields["action_type"].selection)
         for rule in self:
             rule.name = f"{rule.event_type or '?'}: {labels.get(rule.action_type, '')}"
+
+    @api.constrains("user_id", "connector_id")
+    def _check_user(self):
+        for rule in self:
+            if rule.user_id.share:
+                raise ValidationError(
+                    self.env._(
+                        "Rule %s: only an internal user can run a rule (not a portal or public user).", rule.name
+                    )
+                )
+            if rule.company_id and rule.company_id not in rule.user_id.company_ids:
+                raise ValidationError(
+                    self.env._(
+                        "Rule %(rule)s: %(user)s has no access to %(company)s, the connector's company.",
+                        rule=rule.name,
+                        user=rule.user_id.name,
+                        company=rule.company_id.name,
+                    )
+                )
 
     @api.constrains("action_type", "server_action_id", "model_id", "match_field_id", "match_path")
     def _check_action(self):
@@ -116,15 +148,23 @@ class IntegrationWebhookRule(models.Model):
         return self.browse()
 
     def _apply(self, event):
-        """Handle ``event``; returns the record touched or a note."""
+        """Handle ``event`` as the rule's user; returns the record touched or a note."""
         self.ensure_one()
+        user = self.sudo().user_id
+        if not user.active and user.id != SUPERUSER_ID:  # OdooBot is archived but set only by code
+            raise UserError(
+                self.env._("Rule %(rule)s: its Run As user %(user)s is archived.", rule=self.name, user=user.name)
+            )
         if self.action_type == "server_action":
-            action = self.server_action_id.sudo()
+            # Odoo's own checks apply: the user is in the action's groups, or (for an
+            # action open to all) may write webhook events.
+            action = self.sudo().server_action_id.with_user(user).with_company(event.company_id)
             action.with_context(active_model=event._name, active_id=event.id, active_ids=event.ids).run()
             return self.env._("Server action %s ran.", action.name)
-        return self._upsert(event)
+        return self.sudo()._upsert(event, user)
 
-    def _upsert(self, event):
+    def _upsert(self, event, user):
+        """Create or update the matched record as ``user`` (the rule is read as superuser)."""
         payload = event._payload_json()
         external_id = json_path_get(payload, self.match_path)
         if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
@@ -133,7 +173,9 @@ class IntegrationWebhookRule(models.Model):
                     "Rule %(rule)s: no external ID at %(path)r in the payload.", rule=self.name, path=self.match_path
                 )
             )
-        Model = self.env[self.model_id.model].sudo().with_context(active_test=False)
+        Model = (
+            self.env[self.model_id.model].with_user(user).with_company(event.company_id).with_context(active_test=False)
+        )
         key = self.match_field_id.name
         external_id = int(external_id) if self.match_field_id.ttype == "integer" else str(external_id)
         values = {line.field_id.name: line._value(payload) for line in self.field_ids}

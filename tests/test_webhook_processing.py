@@ -419,6 +419,38 @@ class TestWebhookProcessing(IntegrationHubCase):
                     }
                 )
 
+    def test_generic_rule_acts_with_its_run_as_users_rights(self):
+        # Industries: internal users may read them, only administrators may create them.
+        field = self.env["ir.model.fields"]._get
+        rule = self.env["integration.webhook.rule"].create(
+            {
+                "connector_id": self.connector.id,
+                "event_type": "industry.created",
+                "action_type": "upsert",
+                "user_id": self.operator.id,
+                "model_id": self.env["ir.model"]._get("res.partner.industry").id,
+                "match_field_id": field("res.partner.industry", "full_name").id,
+                "match_path": "code",
+                "field_ids": [(0, 0, {"field_id": field("res.partner.industry", "name").id, "json_path": "name"})],
+            }
+        )
+        payload = {"code": "IND-9", "name": "Robotics"}
+        refused = self._receive("evt_i1", "industry.created", payload)
+        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+            self._run(refused)
+        self.assertEqual(refused.state, "failed")
+        self.assertIn("AccessError", refused.last_error)
+        self.assertFalse(self.env["res.partner.industry"].search([("full_name", "=", "IND-9")]))
+        admin = self.env.ref("base.user_admin")
+        rule.user_id = admin
+        refused.action_retry()
+        self._run(refused)
+        self.assertEqual(refused.state, "done")
+        industry = self.env["res.partner.industry"].search([("full_name", "=", "IND-9")])
+        self.assertEqual((industry.name, industry.create_uid), ("Robotics", admin))
+        with self.assertRaises(ValidationError):
+            rule.user_id = self.env.ref("base.public_user")
+
     def test_generic_rule_runs_a_server_action(self):
         action = self.env["ir.actions.server"].create(
             {
