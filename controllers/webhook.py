@@ -89,6 +89,7 @@ class IntegrationWebhookController(http.Controller):
             event_type,
             signed_at=signed_at,
             remote_addr=httprequest.remote_addr,
+            first_write=True,
         )
         payload = {"status": "accepted" if created else "duplicate", "event_id": event_id, "reference": record_id}
         return _reply(202 if created else 200, payload)

@@ -7,7 +7,8 @@ class IntegrationRelatedMixin(models.AbstractModel):
     _name = "integration.related.mixin"
     _description = "Link to a Related Record"
 
-    res_model = fields.Char(string="Related Model", readonly=True, index=True)
+    # Most rows have none (an event just received): only the others are indexed.
+    res_model = fields.Char(string="Related Model", readonly=True, index="btree_not_null")
     res_id = fields.Many2oneReference(string="Related Record", model_field="res_model", readonly=True)
 
     def action_open_related(self):

@@ -389,7 +389,9 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         results, errors = [], []
         barrier = threading.Barrier(20)
 
-        def ingest():
+        def ingest(first_write):
+            # Half as the route calls it (nothing written before: no savepoint, rolled back
+            # when another delivery won), half inside a savepoint.
             try:
                 with sql_db.db_connect(dbname).cursor() as cr:
                     env = api.Environment(cr, SUPERUSER_ID, {})
@@ -397,11 +399,15 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
                     receiver = connector._webhook_receiver(connector.code)
                     cr.execute("SELECT 1")  # the transaction's snapshot starts before the race
                     barrier.wait()
-                    results.append(env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_race", "x"))
+                    results.append(
+                        env["integration.webhook.event"]._ingest(
+                            receiver, body, {}, "evt_race", "x", first_write=first_write
+                        )
+                    )
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(repr(exc))
 
-        threads = [threading.Thread(target=ingest) for _i in range(20)]
+        threads = [threading.Thread(target=ingest, args=(i % 2 == 0,)) for i in range(20)]
         for thread in threads:
             thread.start()
         for thread in threads:
