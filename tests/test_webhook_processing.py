@@ -548,4 +548,5 @@ class TestWebhookProcessing(IntegrationHubCase):
         )
         with self.assertRaises(AccessError):
             self.env["integration.webhook.event"].with_user(portal).search([])
-        self.assertEqual(len(self.env["integration.webhook.event"].with_user(self.operator).search([])), 1)
+        mine = [("connector_id", "=", self.connector.id)]
+        self.assertEqual(len(self.env["integration.webhook.event"].with_user(self.operator).search(mine)), 1)
