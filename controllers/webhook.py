@@ -45,6 +45,9 @@ class IntegrationWebhookController(http.Controller):
         methods=["POST"],
         csrf=False,
         save_session=False,
+        # Odoo 18 runs auth="none" routes in a read-only transaction first, and again in a
+        # read/write one when a write fails: every delivery writes, so start read/write.
+        readonly=False,
         integration_webhook=True,
     )
     def integration_webhook(self, code, **_params):
