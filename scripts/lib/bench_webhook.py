@@ -17,6 +17,8 @@ import sys
 import time
 import urllib.request
 
+import psutil
+
 import odoo
 from odoo.modules.registry import Registry
 
@@ -89,6 +91,49 @@ def load(url, seconds, secret=None, prefix="evt", threads=THREADS):
     return json.loads(out)
 
 
+class CpuMeter:
+    """CPU seconds spent by Odoo's processes, PostgreSQL's and the load client during a run."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def _sample(self):
+        odoo_pids = {self.server.process.pid}
+        try:
+            odoo_pids.update(child.pid for child in psutil.Process(self.server.process.pid).children(recursive=True))
+        except psutil.Error:
+            pass
+        totals = {"odoo": 0.0, "postgres": 0.0}
+        for process in psutil.process_iter(["name", "cpu_times"]):
+            times = process.info["cpu_times"]
+            if times is None:
+                continue
+            if process.pid in odoo_pids:
+                totals["odoo"] += times.user + times.system
+            elif (process.info["name"] or "").startswith("postgres"):
+                totals["postgres"] += times.user + times.system
+        children = os.times()
+        totals["client"] = children.children_user + children.children_system
+        return totals
+
+    def measure(self, run):
+        before = self._sample()
+        result = run()
+        after = self._sample()
+        result["cpu"] = {key: after[key] - before[key] for key in before}
+        return result
+
+
+def cpu_line(runs):
+    requests = sum(len(run["latencies"]) for run in runs)
+    parts = {key: sum(run["cpu"][key] for run in runs) / requests * 1000 for key in runs[0]["cpu"]}
+    total = sum(parts.values())
+    return (
+        f"CPU per request: Odoo {parts['odoo']:.2f} ms, PostgreSQL {parts['postgres']:.2f} ms, "
+        f"client {parts['client']:.2f} ms (total {total:.2f} ms)"
+    )
+
+
 def summary(runs):
     latencies = sorted(v for run in runs for v in run["latencies"])
     requests = len(latencies)
@@ -109,9 +154,12 @@ def ingest(conf, db, odoo_bin, connector_id):
         load(server.url + "/web/health", 2)
         load(webhook_url, 2, SECRET, prefix="warmup")
         health_runs, webhook_runs = [], []
+        meter = CpuMeter(server)
         for round_no in range(ROUNDS):
-            health_runs.append(load(server.url + "/web/health", SECONDS))
-            webhook_runs.append(load(webhook_url, SECONDS, SECRET, prefix=f"round{round_no}"))
+            health_runs.append(meter.measure(lambda: load(server.url + "/web/health", SECONDS)))
+            webhook_runs.append(
+                meter.measure(lambda round_no=round_no: load(webhook_url, SECONDS, SECRET, prefix=f"round{round_no}"))
+            )
     finally:
         server.stop()
     accepted = [event_id for run in webhook_runs for event_id in run["accepted"]]
@@ -136,8 +184,12 @@ def ingest(conf, db, odoo_bin, connector_id):
     health = summary(health_runs)
     webhook = summary(webhook_runs)
     print(f"cpus: {os.cpu_count()}, Odoo 2 HTTP workers, client: {THREADS} threads, {ROUNDS} x {SECONDS:.0f} s each")
-    for name, (rate, p50, p99, statuses) in (("GET /web/health", health), ("signed webhook POST", webhook)):
+    for name, (rate, p50, p99, statuses), runs in (
+        ("GET /web/health", health, health_runs),
+        ("signed webhook POST", webhook, webhook_runs),
+    ):
         print(f"{name:22s} {rate:7.1f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  statuses {statuses}")
+        print(f"{'':22s} {cpu_line(runs)}")
     print(f"webhook / health throughput ratio: {webhook[0] / health[0]:.2f}  (goal >= 0.6; p99 goal < 250 ms)")
     print(
         f"answered 202: {len(accepted)}; rows stored: {rows} ({distinct} distinct ids, {found} of the 202s found; "
