@@ -12,6 +12,7 @@ import psycopg2.errors
 
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError
+from odoo.tools import SQL
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
@@ -40,7 +41,7 @@ ERROR_LIMIT = 4000
 # any order; for an in-order connector, its oldest waiting event, once no other event
 # of it is queued, processing or failed (a failed event holds the line until an operator
 # retries or ignores it).
-READY_TO_QUEUE = """
+READY_TO_QUEUE = SQL("""
     e.state = 'received' AND (
         NOT EXISTS (SELECT 1 FROM integration_connector c
                      WHERE c.id = e.connector_id AND c.webhook_sequential)
@@ -48,7 +49,7 @@ READY_TO_QUEUE = """
                         WHERE o.connector_id = e.connector_id AND o.id <> e.id
                           AND (o.state IN ('queued', 'processing', 'failed')
                                OR (o.state = 'received' AND (o.received_at, o.id) < (e.received_at, e.id)))))
-"""
+""")
 # Headers never worth keeping with an event (hop-by-hop, or identical on every delivery).
 OPERATORS = {
     "=": py_operator.eq,
@@ -381,9 +382,12 @@ class IntegrationWebhookEvent(models.Model):
         self.flush_model()
         self.env["integration.connector"].flush_model(["webhook_sequential"])
         self.env.cr.execute(
-            f"SELECT e.id FROM integration_webhook_event e WHERE {READY_TO_QUEUE}"  # noqa: S608 - constant
-            " ORDER BY e.id LIMIT %s FOR UPDATE OF e SKIP LOCKED",
-            [DISPATCH_BATCH],
+            SQL(
+                "SELECT e.id FROM integration_webhook_event e WHERE %s"
+                " ORDER BY e.id LIMIT %s FOR UPDATE OF e SKIP LOCKED",
+                READY_TO_QUEUE,
+                DISPATCH_BATCH,
+            )
         )
         ids = [row[0] for row in self.env.cr.fetchall()]
         events = self.browse(ids)
@@ -394,11 +398,12 @@ class IntegrationWebhookEvent(models.Model):
         # took still look received to others until it commits: look through a
         # read-committed connection for ready events it did not take.
         with state_cursor(self.env.cr.dbname) as cr:
-            cr.execute(
-                f"SELECT 1 FROM integration_webhook_event e WHERE {READY_TO_QUEUE}"  # noqa: S608 - constant
-                " AND NOT (e.id = ANY(%s)) LIMIT 1",
-                [ids],
+            query = SQL(
+                "SELECT 1 FROM integration_webhook_event e WHERE %s AND NOT (e.id = ANY(%s)) LIMIT 1",
+                READY_TO_QUEUE,
+                ids,
             )
+            cr.execute(query.code, query.params)
             more = cr.fetchone()
         if more:
             self._schedule_dispatch()
@@ -411,8 +416,11 @@ class IntegrationWebhookEvent(models.Model):
         self.flush_model()
         self.env["integration.connector"].flush_model(["webhook_sequential"])
         self.env.cr.execute(
-            f"SELECT 1 FROM integration_webhook_event e WHERE {READY_TO_QUEUE}"  # noqa: S608 - constant
-            " AND e.received_at < (now() AT TIME ZONE 'UTC') - interval '1 minute' LIMIT 1"
+            SQL(
+                "SELECT 1 FROM integration_webhook_event e WHERE %s"
+                " AND e.received_at < (now() AT TIME ZONE 'UTC') - interval '1 minute' LIMIT 1",
+                READY_TO_QUEUE,
+            )
         )
         if self.env.cr.fetchone():
             self._schedule_dispatch()
