@@ -225,8 +225,8 @@ class IntegrationWebhookEvent(models.Model):
                 event.job_id.button_cancelled()
             event.write({"state": "ignored", "processed_at": fields.Datetime.now()})
             event._message_log(body=self.env._("Marked ignored by %s.", self.env.user.name))
-        if events.connector_id.filtered("webhook_sequential"):
-            self.sudo()._schedule_dispatch()  # the events held behind may go now
+        for connector in events.connector_id.filtered("webhook_sequential"):
+            self.sudo()._queue_next_in_line(connector)  # the events held behind may go now
         return True
 
     def _payload_json(self):
@@ -642,7 +642,25 @@ class IntegrationWebhookEvent(models.Model):
             values.update(res_model=record._name, res_id=record.id)
         self.sudo().write(values)
         if self.connector_id.webhook_sequential:
-            self._schedule_dispatch()  # the connector's next event may go now
+            self._queue_next_in_line(self.connector_id)
+
+    @api.model
+    def _queue_next_in_line(self, connector):
+        """In-order connector: give its next waiting event a job, in the transaction that
+        settles the one before it, so that the line moves on exactly when that commits
+        (a dispatcher started meanwhile would still see the settled event open)."""
+        self.flush_model()
+        self.env.cr.execute(
+            SQL(
+                "SELECT e.id FROM integration_webhook_event e WHERE e.connector_id = %s AND %s"
+                " ORDER BY e.received_at, e.id LIMIT 1 FOR UPDATE OF e SKIP LOCKED",
+                connector.id,
+                READY_TO_QUEUE,
+            )
+        )
+        row = self.env.cr.fetchone()
+        if row:
+            self.sudo().browse(row[0])._enqueue()
 
     def _fail(self, exc, attempt, permanent, gave_up=None, inline=False):
         """Record a failed attempt: through a fresh cursor in a job (whose transaction

@@ -205,13 +205,11 @@ class TestWebhookProcessing(IntegrationHubCase):
         self.Event._job_dispatch_received()
         return self.Event.browse(record_id)
 
-    def _dispatch_again(self):
-        """Run the dispatcher queued by a finished event, as the job runner would."""
-        dispatcher = self.env["queue.job"].search(
-            [("identity_key", "=", DISPATCH_IDENTITY_KEY), ("state", "=", "pending")]
-        )
-        self.assertEqual(len(dispatcher), 1, "a dispatcher is queued for the next event")
-        self.assertIsNone(run_job(self.env, dispatcher.uuid))
+    def _assert_next_in_line(self, event):
+        """The event behind the settled one got its job in the same transaction."""
+        event.invalidate_recordset()
+        self.assertEqual(event.state, "queued")
+        self.assertEqual(event.job_id.state, "pending")
 
     def test_sequential_processing_one_event_at_a_time_in_order(self):
         self.connector.webhook_sequential = True
@@ -222,9 +220,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         order = []
         with self._handler(lambda connector, event: order.append(event.event_id)):
             self.assertIsNone(self._run(older))
-            self._dispatch_again()
-            newer.invalidate_recordset()
-            self.assertEqual(newer.state, "queued")
+            self._assert_next_in_line(newer)
             self.assertIsNone(self._run(newer))
         self.assertEqual(order, ["evt_old", "evt_new"])
         self.assertEqual(newer.state, "done")
@@ -243,9 +239,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         newer.invalidate_recordset()
         self.assertEqual(newer.state, "received", "held behind the failed event")
         older.with_user(self.operator).action_ignore()
-        self._dispatch_again()
-        newer.invalidate_recordset()
-        self.assertEqual(newer.state, "queued")
+        self._assert_next_in_line(newer)
         with self._handler(lambda connector, event: "ok"):
             self._run(newer)
         self.assertEqual(newer.state, "done")
@@ -275,8 +269,7 @@ class TestWebhookProcessing(IntegrationHubCase):
             second.invalidate_recordset()
             self._run(second)
             self.assertEqual(second.state, "done")
-            self._dispatch_again()
-            third.invalidate_recordset()
+            self._assert_next_in_line(third)
             self._run(third)
         self.assertEqual(calls, ["evt_1", "evt_2", "evt_3"])
         self.assertEqual(third.state, "done")
