@@ -1,7 +1,4 @@
-import os
-import threading
 import time
-from contextlib import contextmanager
 
 import psycopg2
 
@@ -10,13 +7,17 @@ from odoo.sql_db import connection_info_for
 
 from ..core import circuit as circuit_machine
 from ..core import ratelimit
+from ..core.autocommit import AutocommitPool
 
-# One autocommit connection per (process, thread, database) for shared state: each
-# statement commits at once, so the row lock of a bucket or breaker is held for one
-# statement, never for the caller's whole transaction, and what a job learns about a
-# remote survives that job's rollback.
-_local = threading.local()
-_inherited = []
+# Shared state goes through autocommit connections of its own: each statement commits at
+# once, so the row lock of a bucket or breaker is held for one statement, never for the
+# caller's whole transaction, and what a job learns about a remote survives that job's
+# rollback. Counters and breaker state are operational data: a crash may lose the last
+# fraction of a second of them, and in exchange no call waits for a WAL flush.
+_state_pool = AutocommitPool(
+    lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
+    settings=["SET synchronous_commit TO off"],
+)
 
 
 class SharedStateBusyError(Exception):
@@ -56,37 +57,9 @@ _STATE_COLUMNS = (
 )
 
 
-@contextmanager
 def state_cursor(dbname):
-    """A cursor on this thread's autocommit connection to ``dbname``."""
-    connections = getattr(_local, "connections", None)
-    if connections is None or getattr(_local, "pid", None) != os.getpid():
-        if connections:
-            # Inherited from the parent through fork: never use them, and never let them be
-            # finalized here either (that would end the parent's sessions).
-            _inherited.extend(connections.values())
-        connections = _local.connections = {}
-        _local.pid = os.getpid()
-    cnx = connections.get(dbname)
-    if cnx is not None and not cnx.closed:
-        try:
-            cnx.poll()  # notices a connection the server closed (restart, idle timeout)
-        except psycopg2.Error:
-            cnx.close()
-    if cnx is None or cnx.closed:
-        _name, params = connection_info_for(dbname)
-        cnx = connections[dbname] = psycopg2.connect(**params)
-        cnx.autocommit = True
-        with cnx.cursor() as cr:
-            # Counters and breaker state are operational data: a crash may lose the last
-            # fraction of a second of them, and in exchange no call waits for a WAL flush.
-            cr.execute("SET synchronous_commit TO off")
-    try:
-        with cnx.cursor() as cr:
-            yield cr
-    except psycopg2.OperationalError:
-        cnx.close()  # reconnect next time
-        raise
+    """A cursor on an autocommit shared-state connection to ``dbname``, for a ``with`` block."""
+    return _state_pool.cursor(dbname)
 
 
 class IntegrationConnectorState(models.Model):

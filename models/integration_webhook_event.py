@@ -5,17 +5,18 @@ import logging
 import math
 import operator as py_operator
 import traceback
-from contextlib import nullcontext
 from datetime import timedelta
 
 import psycopg2.errors
 
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError
+from odoo.sql_db import connection_info_for
 from odoo.tools import SQL
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
+from ..core.autocommit import AutocommitPool
 from ..core.backoff import retry_delay
 from ..core.redact import redact_headers, redact_text
 from .integration_connector import _jitter_random
@@ -61,6 +62,61 @@ OPERATORS = {
 }
 _SKIPPED_HEADERS = frozenset(
     {"connection", "content-length", "keep-alive", "transfer-encoding", "host", "accept-encoding"}
+)
+
+
+# The inbox's one statement per delivery: the look-up, the insert, and whether a dispatcher
+# waits. An event already stored is looked up first and not inserted again: inserting its key
+# would wait for whatever transaction (its job, say) has written the stored row and not
+# committed yet. No "created by": nobody in Odoo did, and a NULL skips a foreign-key check.
+_INGEST_PARAMS = (
+    ("connector_id", "int4"),
+    ("company_id", "int4"),
+    ("event_id", "varchar"),
+    ("event_type", "varchar"),
+    ("signed_at", "timestamp"),
+    ("remote_addr", "varchar"),
+    ("headers", "text"),
+    ("payload", "text"),
+    ("payload_is_base64", "bool"),
+    ("payload_size", "int4"),
+    ("payload_hash", "varchar"),
+    ("dispatch_key", "varchar"),
+)
+_INGEST_TEMPLATE = """
+    WITH stored AS (
+        SELECT id FROM integration_webhook_event
+         WHERE connector_id = {connector_id}
+           AND (event_id = {event_id} OR payload_hash = {payload_hash})
+         LIMIT 1),
+    inserted AS (
+        INSERT INTO integration_webhook_event (
+            connector_id, company_id, event_id, event_type, signed_at, remote_addr, headers,
+            payload, payload_is_base64, payload_size, payload_hash, state, attempts,
+            received_at, create_date, write_date)
+        SELECT {connector_id}, {company_id}, {event_id}, {event_type}, {signed_at}, {remote_addr}, {headers},
+               {payload}, {payload_is_base64}, {payload_size}, {payload_hash}, 'received', 0,
+               now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
+         WHERE NOT EXISTS (SELECT 1 FROM stored)
+        ON CONFLICT DO NOTHING
+        RETURNING id)
+    SELECT (SELECT id FROM inserted),
+           EXISTS (SELECT 1 FROM queue_job WHERE identity_key = {dispatch_key}
+                      AND state IN ('wait_dependencies', 'pending', 'enqueued'))
+"""
+# In the caller's transaction, with psycopg2's named parameters.
+_INGEST_SQL = _INGEST_TEMPLATE.format(**{name: f"%({name})s" for name, _type in _INGEST_PARAMS})
+# Prepared once per inbox connection, with typed positional parameters.
+_INGEST_STATEMENT = "integration_webhook_ingest"
+_INGEST_PREPARED = (
+    [sql_type for _name, sql_type in _INGEST_PARAMS],
+    _INGEST_TEMPLATE.format(**{name: f"${number}" for number, (name, _type) in enumerate(_INGEST_PARAMS, 1)}),
+)
+_INGEST_EXECUTE = "EXECUTE {}({})".format(_INGEST_STATEMENT, ", ".join(["%s"] * len(_INGEST_PARAMS)))
+# The inbox connections: durable commits (an event is answered 202 only once it is on disk).
+_inbox_pool = AutocommitPool(
+    lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
+    prepared={_INGEST_STATEMENT: _INGEST_PREPARED},
 )
 
 
@@ -265,23 +321,22 @@ class IntegrationWebhookEvent(models.Model):
     # ------------------------------------------------------------------------------
 
     @api.model
-    def _ingest(
-        self, connector, body, headers, event_id, event_type, signed_at=None, remote_addr=None, first_write=False
-    ):
-        """Store a verified delivery once, in the caller's transaction, and make sure a
-        dispatcher job will queue its processing job.
+    def _ingest(self, connector, body, headers, event_id, event_type, signed_at=None, remote_addr=None, commit=False):
+        """Store a verified delivery once and make sure a dispatcher job will queue its
+        processing job.
 
         The per-event job is created by the dispatcher (``_job_dispatch_received``), in
         batches, so that the request costs one statement: senders are waiting.
 
         :param connector: the connector's ``WebhookReceiver`` (``_webhook_receiver``)
-        :param first_write: the caller's transaction has written nothing yet (the route):
-            no savepoint is taken, and the transaction is rolled back if a concurrent
-            delivery of the same event committed first (two round trips saved per delivery)
+        :param commit: store and commit the event at once on an inbox connection of its own
+            (the route), with a statement prepared once per connection, instead of in the
+            caller's transaction; the dispatcher job, when one is needed, is still queued in
+            the caller's transaction (should that one fail, the dispatch cron picks the
+            event up)
         :return: ``(event id, True)`` when stored now, ``(event id, False)`` for a duplicate
             of an event already stored (nothing new stored or queued)
         """
-        cr = self.env.cr
         payload, is_base64 = _payload_text(body)
         values = {
             "connector_id": connector.id,
@@ -297,56 +352,30 @@ class IntegrationWebhookEvent(models.Model):
             "payload_hash": hashlib.sha256(body).hexdigest()
             if connector.webhook_signature in UNSIGNED_ID_PROFILES
             else None,
-            # No "created by": nobody in Odoo did, and a NULL skips two foreign-key checks
-            # (row locks on the same user row taken by every concurrent delivery).
-            "uid": None,
             "dispatch_key": DISPATCH_IDENTITY_KEY,
         }
-        try:
-            # The unique index decides: a concurrent delivery of the same event waits for
-            # ours to commit, then finds it. An event already stored is looked up first and
-            # not inserted again: inserting its key would wait for whatever transaction
-            # (its job, say) has written the stored row and not committed yet.
-            with nullcontext() if first_write else cr.savepoint(flush=False):
-                # One round trip: the look-up, the insert, and whether a dispatcher waits.
-                cr.execute(
-                    """
-                    WITH stored AS (
-                        SELECT id FROM integration_webhook_event
-                         WHERE connector_id = %(connector_id)s
-                           AND (event_id = %(event_id)s OR payload_hash = %(payload_hash)s)
-                         LIMIT 1),
-                    inserted AS (
-                        INSERT INTO integration_webhook_event (
-                            connector_id, company_id, event_id, event_type, signed_at, remote_addr, headers,
-                            payload, payload_is_base64, payload_size, payload_hash, state, attempts,
-                            received_at, create_uid, write_uid, create_date, write_date)
-                        SELECT %(connector_id)s, %(company_id)s, %(event_id)s, %(event_type)s, %(signed_at)s,
-                               %(remote_addr)s, %(headers)s, %(payload)s, %(payload_is_base64)s, %(payload_size)s,
-                               %(payload_hash)s,
-                               'received', 0, now() AT TIME ZONE 'UTC', %(uid)s, %(uid)s,
-                               now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC'
-                         WHERE NOT EXISTS (SELECT 1 FROM stored)
-                        ON CONFLICT DO NOTHING
-                        RETURNING id)
-                    SELECT (SELECT id FROM inserted),
-                           EXISTS (SELECT 1 FROM queue_job WHERE identity_key = %(dispatch_key)s
-                                      AND state IN ('wait_dependencies', 'pending', 'enqueued'))
-                    """,
-                    values,
-                    log_exceptions=False,  # a concurrent duplicate is expected, not an error
-                )
+        if commit:
+            # Autocommit, read-committed: a concurrent delivery of the same event waits for
+            # ours at the unique index, then finds it there (ON CONFLICT DO NOTHING).
+            with _inbox_pool.cursor(self.env.cr.dbname) as cr:
+                cr.execute(_INGEST_EXECUTE, [values[name] for name, _type in _INGEST_PARAMS])
                 record_id, dispatcher_waiting = cr.fetchone()
-        except psycopg2.errors.SerializationFailure:
-            # The same event was stored by a transaction that committed after ours began.
-            if first_write:
-                cr.rollback()  # nothing of the caller's is lost: it had written nothing
-            return (
-                self._count_duplicate(connector.id, event_id, values["payload_hash"], committed_elsewhere=True),
-                False,
-            )
+            committed_elsewhere = True
+        else:
+            cr = self.env.cr
+            committed_elsewhere = False
+            try:
+                with cr.savepoint(flush=False):
+                    cr.execute(_INGEST_SQL, values, log_exceptions=False)  # a concurrent duplicate is expected
+                    record_id, dispatcher_waiting = cr.fetchone()
+            except psycopg2.errors.SerializationFailure:
+                # The same event was stored by a transaction that committed after ours began.
+                record_id, dispatcher_waiting, committed_elsewhere = None, True, True
         if record_id is None:
-            return self._count_duplicate(connector.id, event_id, values["payload_hash"]), False
+            duplicate_of = self._count_duplicate(
+                connector.id, event_id, values["payload_hash"], committed_elsewhere=committed_elsewhere
+            )
+            return duplicate_of, False
         if not dispatcher_waiting:
             self._schedule_dispatch()
         return record_id, True

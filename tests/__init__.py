@@ -5,6 +5,7 @@ from . import test_connector_secrets
 from . import test_connector_config
 from . import test_access
 from . import test_outbound
+from . import test_autocommit
 from . import test_webhook_route
 from . import test_webhook_processing
 from . import test_tour

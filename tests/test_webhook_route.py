@@ -417,9 +417,9 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         results, errors = [], []
         barrier = threading.Barrier(20)
 
-        def ingest(first_write):
-            # Half as the route calls it (nothing written before: no savepoint, rolled back
-            # when another delivery won), half inside a savepoint.
+        def ingest(commit):
+            # Half as the route calls it (committed at once on an inbox connection), half in
+            # the caller's transaction (a savepoint in a snapshot taken before the race).
             try:
                 with sql_db.db_connect(dbname).cursor() as cr:
                     env = api.Environment(cr, SUPERUSER_ID, {})
@@ -428,9 +428,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
                     cr.execute("SELECT 1")  # the transaction's snapshot starts before the race
                     barrier.wait()
                     results.append(
-                        env["integration.webhook.event"]._ingest(
-                            receiver, body, {}, "evt_race", "x", first_write=first_write
-                        )
+                        env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_race", "x", commit=commit)
                     )
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(repr(exc))
@@ -485,14 +483,27 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         self.addCleanup(self._delete_dispatchers, dbname)
         body = b'{"id": "evt_busy"}'
 
-        def deliver():
-            with sql_db.db_connect(dbname).cursor() as cr:
-                cr.execute("SET LOCAL lock_timeout = '5s'")  # waiting on the job would fail here
-                env = api.Environment(cr, SUPERUSER_ID, {})
-                receiver = env["integration.connector"]._webhook_receiver(code)
-                return env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_busy", "x")
+        def deliver(commit=False):
+            outcome = []
 
-        event_id, created = deliver()
+            def run():
+                with sql_db.db_connect(dbname).cursor() as cr:
+                    cr.execute("SET LOCAL lock_timeout = '5s'")  # waiting on the job would fail here
+                    env = api.Environment(cr, SUPERUSER_ID, {})
+                    receiver = env["integration.connector"]._webhook_receiver(code)
+                    outcome.append(
+                        env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_busy", "x", commit=commit)
+                    )
+
+            # In a thread of its own: a delivery that waited for the job's row lock would
+            # otherwise wait here for ever (the inbox connection has no lock timeout).
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(10)
+            self.assertFalse(thread.is_alive(), "the delivery waited for the job")
+            return outcome[0]
+
+        event_id, created = deliver(commit=True)
         self.assertTrue(created)
         with sql_db.db_connect(dbname).cursor() as job_cr:
             # The job's snapshot is taken, then it writes the row and keeps it locked.
@@ -501,6 +512,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             self.assertEqual(deliver(), (event_id, False), "counted before the job writes")
             job_cr.execute("UPDATE integration_webhook_event SET state = 'queued' WHERE id = %s", [event_id])
             self.assertEqual(deliver(), (event_id, False), "counted while the job holds the row")
+            self.assertEqual(deliver(commit=True), (event_id, False), "counted by the route's inbox connection")
             job_cr.execute("UPDATE integration_webhook_event SET state = 'done' WHERE id = %s", [event_id])
         with sql_db.db_connect(dbname).cursor() as cr:
             cr.execute(
@@ -508,7 +520,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
                      JOIN integration_webhook_duplicate d ON d.event_id = e.id WHERE e.id = %s""",
                 [event_id],
             )
-            self.assertEqual(cr.fetchone(), ("done", 2))
+            self.assertEqual(cr.fetchone(), ("done", 3))
 
     @staticmethod
     def _delete_dispatchers(dbname):

@@ -1,0 +1,112 @@
+"""The addon's own autocommit connections (shared state, webhook inbox), on PostgreSQL."""
+
+import os
+
+import psycopg2
+
+from odoo.sql_db import connection_info_for
+from odoo.tests import TransactionCase, tagged
+
+from ..core.autocommit import AutocommitPool
+
+
+def _connect(dbname):
+    return psycopg2.connect(**connection_info_for(dbname)[1])
+
+
+@tagged("post_install", "-at_install")
+class TestAutocommitPool(TransactionCase):
+    def setUp(self):
+        super().setUp()
+        self.dbname = self.env.cr.dbname
+        self.pool = AutocommitPool(
+            _connect,
+            settings=["SET application_name TO 'integration_hub pool test'"],
+            prepared={"ih_pool_test_add": (["int4", "int4"], "SELECT $1 + $2")},
+            max_idle=2,
+        )
+        self.addCleanup(self.pool.close_all)
+
+    def _backend(self, cr):
+        cr.execute("SELECT pg_backend_pid()")
+        return cr.fetchone()[0]
+
+    def test_session_kept_between_uses(self):
+        with self.pool.cursor(self.dbname) as cr:
+            first = self._backend(cr)
+            cr.execute("EXECUTE ih_pool_test_add(%s, %s)", [2, 3])
+            self.assertEqual(cr.fetchone()[0], 5)
+        with self.pool.cursor(self.dbname) as cr:
+            self.assertEqual(self._backend(cr), first, "the idle connection is lent again")
+            cr.execute("EXECUTE ih_pool_test_add(%s, %s)", [40, 2])
+            self.assertEqual(cr.fetchone()[0], 42, "still prepared: nothing reset the session")
+            cr.execute("SHOW application_name")
+            self.assertEqual(cr.fetchone()[0], "integration_hub pool test")
+
+    def test_each_statement_commits_outside_the_test_transaction(self):
+        with self.pool.cursor(self.dbname) as cr:
+            cr.execute("CREATE TABLE IF NOT EXISTS ih_pool_test (value int)")
+        self.addCleanup(self._drop_table)
+        with self.pool.cursor(self.dbname) as cr:
+            cr.execute("INSERT INTO ih_pool_test VALUES (7)")
+        with _connect(self.dbname) as other, other.cursor() as cr:
+            cr.execute("SELECT value FROM ih_pool_test")
+            self.assertEqual(cr.fetchall(), [(7,)], "visible to another session: committed")
+
+    def _drop_table(self):
+        with self.pool.cursor(self.dbname) as cr:
+            cr.execute("DROP TABLE IF EXISTS ih_pool_test")
+
+    def test_nested_uses_get_connections_of_their_own(self):
+        with self.pool.cursor(self.dbname) as outer, self.pool.cursor(self.dbname) as inner:
+            self.assertNotEqual(self._backend(outer), self._backend(inner))
+        with (
+            self.pool.cursor(self.dbname) as one,
+            self.pool.cursor(self.dbname) as two,
+            self.pool.cursor(self.dbname) as three,
+        ):
+            backends = {self._backend(one), self._backend(two), self._backend(three)}
+        self.assertEqual(len(backends), 3)
+        self.assertEqual(len(self.pool._idle[self.dbname]), 2, "no more idle connections than max_idle")
+
+    def test_connection_closed_by_the_server_is_replaced(self):
+        with self.pool.cursor(self.dbname) as cr:
+            first = self._backend(cr)
+        with _connect(self.dbname) as other, other.cursor() as cr:
+            cr.execute("SELECT pg_terminate_backend(%s)", [first])
+            self.assertTrue(cr.fetchone()[0])
+            cr.execute("SELECT pg_sleep(0.2)")  # let the backend go
+        with self.pool.cursor(self.dbname) as cr:
+            self.assertNotEqual(self._backend(cr), first)
+            cr.execute("EXECUTE ih_pool_test_add(%s, %s)", [1, 1])
+            self.assertEqual(cr.fetchone()[0], 2, "the new connection is prepared too")
+
+    def test_failed_session_is_never_lent_again(self):
+        with self.assertRaises(psycopg2.OperationalError), self.pool.cursor(self.dbname) as cr:
+            broken = self._backend(cr)
+            cr.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        with self.pool.cursor(self.dbname) as cr:
+            self.assertNotEqual(self._backend(cr), broken)
+
+    def test_a_forked_child_never_uses_the_parents_connections(self):
+        with self.pool.cursor(self.dbname) as cr:
+            parent_backend = self._backend(cr)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its backend and leave without running cleanups
+            code = 1
+            try:
+                os.close(read)
+                with self.pool.cursor(self.dbname) as cr:
+                    os.write(write, str(self._backend(cr)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child_backend = int(pipe.read() or 0)
+        _pid, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertNotIn(child_backend, (0, parent_backend))
+        with self.pool.cursor(self.dbname) as cr:
+            self.assertEqual(self._backend(cr), parent_backend, "the parent's session survived the child")
