@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import psycopg2
 from psycopg2 import sql as pgsql
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 
 class AutocommitPool:
@@ -35,7 +36,7 @@ class AutocommitPool:
     used, nor finalized, in the child (that would end the parent's sessions).
     """
 
-    def __init__(self, connect, settings=(), prepared=None, max_idle=4):
+    def __init__(self, connect, settings=(), prepared=None, max_idle=8):
         self._connect = connect
         self._settings = tuple(settings)
         self._prepared = dict(prepared or {})
@@ -45,35 +46,24 @@ class AutocommitPool:
         self._pid = os.getpid()
         self._inherited = []
 
+    def _forget_inherited(self):
+        """After a fork: keep the parent's connections away from use and from finalization."""
+        if self._pid != os.getpid():
+            for connections in self._idle.values():
+                self._inherited.extend(connections)
+            self._idle = {}
+            self._pid = os.getpid()
+
     def _take(self, dbname):
         with self._lock:
-            if self._pid != os.getpid():
-                for connections in self._idle.values():
-                    self._inherited.extend(connections)
-                self._idle = {}
-                self._pid = os.getpid()
+            self._forget_inherited()
             idle = self._idle.get(dbname)
             while idle:
                 cnx = idle.pop()
-                if self._usable(cnx):
+                if _is_alive(cnx):
                     return cnx
+                cnx.close()
         return self._open(dbname)
-
-    @staticmethod
-    def _usable(cnx):
-        if cnx.closed:
-            return False
-        try:
-            readable, _w, _x = select.select([cnx.fileno()], [], [], 0)
-        except (OSError, ValueError, psycopg2.Error):
-            readable = True
-        if readable:
-            # An idle session is sent nothing unless the server ended it (restart,
-            # pg_terminate_backend, idle_session_timeout): never lend it. (psycopg2's
-            # poll() does not read an idle connection, so it cannot tell.)
-            cnx.close()
-            return False
-        return True
 
     def _open(self, dbname):
         cnx = self._connect(dbname)
@@ -92,32 +82,68 @@ class AutocommitPool:
             raise
         return cnx
 
-    def _give_back(self, dbname, cnx):
+    def _give_back(self, dbname, cnx, pid):
         with self._lock:
-            if self._pid == os.getpid() and not cnx.closed:
+            if pid != os.getpid():
+                self._inherited.append(cnx)  # taken before a fork: the parent's session
+                return
+            self._forget_inherited()
+            if not cnx.closed and cnx.info.transaction_status == TRANSACTION_STATUS_IDLE:
                 idle = self._idle.setdefault(dbname, [])
                 if len(idle) < self._max_idle:
                     idle.append(cnx)
                     return
+        # Closed, left inside a transaction block by its borrower, or one too many.
         cnx.close()
 
     @contextmanager
     def cursor(self, dbname):
         """A cursor on an autocommit connection to ``dbname``, lent for the block."""
+        pid = os.getpid()
         cnx = self._take(dbname)
         try:
             with cnx.cursor() as cr:
                 yield cr
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            cnx.close()  # the session may be gone: never lend it again
+        except psycopg2.Error as exc:
+            if _ends_session(exc):
+                cnx.close()  # the session is gone or going: never lend it again
             raise
         finally:
-            self._give_back(dbname, cnx)
+            self._give_back(dbname, cnx, pid)
 
     def close_all(self):
         """Close this process's idle connections (tests, or a database about to be dropped)."""
         with self._lock:
+            self._forget_inherited()
             idle, self._idle = self._idle, {}
         for connections in idle.values():
             for cnx in connections:
                 cnx.close()
+
+
+def _is_alive(cnx):
+    """Whether an idle connection may be lent: open, and not ended by the server.
+
+    An idle session is sent nothing unless the server ended it (restart,
+    pg_terminate_backend, idle_session_timeout); psycopg2's own poll() does not read an
+    idle connection, so it cannot tell.
+    """
+    if cnx.closed:
+        return False
+    try:
+        if not hasattr(select, "poll"):  # Windows
+            return not select.select([cnx.fileno()], [], [], 0)[0]
+        poller = select.poll()
+        poller.register(cnx.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError, psycopg2.Error):
+        return False
+
+
+def _ends_session(exc):
+    """Errors after which the session cannot be trusted: connection exceptions (class 08),
+    operator intervention (57P: shutdown, terminated backend) or a lost connection. A failed
+    statement (a constraint, a cancelled query, a lock timeout) leaves an autocommit session
+    as good as new."""
+    code = exc.pgcode or ""
+    return code.startswith(("08", "57P")) or isinstance(exc, psycopg2.InterfaceError) or not code

@@ -69,6 +69,10 @@ _SKIPPED_HEADERS = frozenset(
 # waits. An event already stored is looked up first and not inserted again: inserting its key
 # would wait for whatever transaction (its job, say) has written the stored row and not
 # committed yet. No "created by": nobody in Odoo did, and a NULL skips a foreign-key check.
+# A stored event still received 10 s after it came, with no dispatcher waiting, lost the
+# dispatcher its first delivery queued (in a request that failed after the event committed):
+# a repeated delivery queues one again. (Within those seconds the first request is still
+# committing its dispatcher.)
 _INGEST_PARAMS = (
     ("connector_id", "int4"),
     ("company_id", "int4"),
@@ -85,7 +89,9 @@ _INGEST_PARAMS = (
 )
 _INGEST_TEMPLATE = """
     WITH stored AS (
-        SELECT id FROM integration_webhook_event
+        SELECT id, state = 'received' AND received_at < (now() AT TIME ZONE 'UTC') - interval '10 seconds'
+                   AS undispatched
+          FROM integration_webhook_event
          WHERE connector_id = {connector_id}
            AND (event_id = {event_id} OR payload_hash = {payload_hash})
          LIMIT 1),
@@ -102,7 +108,8 @@ _INGEST_TEMPLATE = """
         RETURNING id)
     SELECT (SELECT id FROM inserted),
            EXISTS (SELECT 1 FROM queue_job WHERE identity_key = {dispatch_key}
-                      AND state IN ('wait_dependencies', 'pending', 'enqueued'))
+                      AND state IN ('wait_dependencies', 'pending', 'enqueued')),
+           (SELECT undispatched FROM stored)
 """
 # In the caller's transaction, with psycopg2's named parameters.
 _INGEST_SQL = _INGEST_TEMPLATE.format(**{name: f"%({name})s" for name, _type in _INGEST_PARAMS})
@@ -358,8 +365,13 @@ class IntegrationWebhookEvent(models.Model):
             # Autocommit, read-committed: a concurrent delivery of the same event waits for
             # ours at the unique index, then finds it there (ON CONFLICT DO NOTHING).
             with _inbox_pool.cursor(self.env.cr.dbname) as cr:
-                cr.execute(_INGEST_EXECUTE, [values[name] for name, _type in _INGEST_PARAMS])
-                record_id, dispatcher_waiting = cr.fetchone()
+                try:
+                    cr.execute(_INGEST_EXECUTE, [values[name] for name, _type in _INGEST_PARAMS])
+                except psycopg2.errors.InvalidSqlStatementName:
+                    # The session lost its prepared statement (a pooler in transaction mode
+                    # between Odoo and PostgreSQL, a DISCARD): the same statement, unprepared.
+                    cr.execute(_INGEST_SQL, values)
+                record_id, dispatcher_waiting, undispatched = cr.fetchone()
             committed_elsewhere = True
         else:
             cr = self.env.cr
@@ -367,14 +379,16 @@ class IntegrationWebhookEvent(models.Model):
             try:
                 with cr.savepoint(flush=False):
                     cr.execute(_INGEST_SQL, values, log_exceptions=False)  # a concurrent duplicate is expected
-                    record_id, dispatcher_waiting = cr.fetchone()
+                    record_id, dispatcher_waiting, undispatched = cr.fetchone()
             except psycopg2.errors.SerializationFailure:
                 # The same event was stored by a transaction that committed after ours began.
-                record_id, dispatcher_waiting, committed_elsewhere = None, True, True
+                record_id, dispatcher_waiting, undispatched, committed_elsewhere = None, True, False, True
         if record_id is None:
             duplicate_of = self._count_duplicate(
                 connector.id, event_id, values["payload_hash"], committed_elsewhere=committed_elsewhere
             )
+            if undispatched and not dispatcher_waiting:
+                self._schedule_dispatch()
             return duplicate_of, False
         if not dispatcher_waiting:
             self._schedule_dispatch()

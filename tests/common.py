@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest.mock import patch
 from urllib.parse import parse_qs, urlsplit
 
+import requests
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
@@ -344,6 +345,43 @@ def run_workers(dbname, connector_id, calls, count=1, path="/", start_in=4.0, ti
             raise AssertionError(f"worker failed ({process.returncode}): {err.decode()[-2000:]}")
         results.append(json.loads(out))
     return results
+
+
+@contextmanager
+def odoo_server(dbname, timeout=90):
+    """A real Odoo server on ``dbname`` in an OS process of its own (not in test mode, so
+    its requests commit as in production); yields its base URL, stops it after."""
+    ports = []
+    for _i in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    command = [sys.executable, "-m", "odoo", "server", "-c", config.rcfile, "-d", dbname]
+    command += ["--http-interface", "127.0.0.1", "--http-port", str(ports[0]), "--gevent-port", str(ports[1])]
+    command += ["--workers", "0", "--max-cron-threads", "0", "--load", "base,web", "--log-level", "warn"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_odoo_root(), os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{ports[0]}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise AssertionError(f"Odoo did not start: {log.read()[-2000:].decode(errors='replace')}")
+                try:
+                    if requests.get(url + "/web/health", timeout=5).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.3)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _odoo_root():

@@ -1,12 +1,14 @@
 """The addon's own autocommit connections (shared state, webhook inbox), on PostgreSQL."""
 
 import os
+from unittest.mock import patch
 
 import psycopg2
 
 from odoo.sql_db import connection_info_for
 from odoo.tests import TransactionCase, tagged
 
+from ..core import autocommit
 from ..core.autocommit import AutocommitPool
 
 
@@ -73,40 +75,42 @@ class TestAutocommitPool(TransactionCase):
         with self.pool.cursor(self.dbname) as cr:
             first = self._backend(cr)
         with _connect(self.dbname) as other, other.cursor() as cr:
-            cr.execute("SELECT pg_terminate_backend(%s)", [first])
+            cr.execute("SELECT pg_terminate_backend(%s, 5000)", [first])  # waits until it is gone
             self.assertTrue(cr.fetchone()[0])
-            cr.execute("SELECT pg_sleep(0.2)")  # let the backend go
         with self.pool.cursor(self.dbname) as cr:
             self.assertNotEqual(self._backend(cr), first)
             cr.execute("EXECUTE ih_pool_test_add(%s, %s)", [1, 1])
             self.assertEqual(cr.fetchone()[0], 2, "the new connection is prepared too")
 
-    def test_failed_session_is_never_lent_again(self):
-        with self.assertRaises(psycopg2.OperationalError), self.pool.cursor(self.dbname) as cr:
-            broken = self._backend(cr)
-            cr.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    def test_a_failed_statement_keeps_the_session_a_lost_one_does_not(self):
+        with self.assertRaises(psycopg2.errors.DivisionByZero), self.pool.cursor(self.dbname) as cr:
+            kept = self._backend(cr)
+            cr.execute("SELECT 1 / 0")
         with self.pool.cursor(self.dbname) as cr:
-            self.assertNotEqual(self._backend(cr), broken)
+            self.assertEqual(self._backend(cr), kept, "an autocommit session survives a failed statement")
+        with self.assertRaises(psycopg2.OperationalError), self.pool.cursor(self.dbname) as cr:
+            cr.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        self.assertEqual(self.pool._idle[self.dbname], [], "the lost session was not given back")
+        with self.pool.cursor(self.dbname) as cr:
+            self.assertNotEqual(self._backend(cr), kept)
+
+    def test_a_session_left_in_a_transaction_is_not_lent_again(self):
+        with self.pool.cursor(self.dbname) as cr:
+            left = self._backend(cr)
+            cr.execute("BEGIN")
+        with self.pool.cursor(self.dbname) as cr:
+            self.assertNotEqual(self._backend(cr), left)
 
     def test_a_forked_child_never_uses_the_parents_connections(self):
         with self.pool.cursor(self.dbname) as cr:
             parent_backend = self._backend(cr)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report its backend and leave without running cleanups
-            code = 1
-            try:
-                os.close(read)
-                with self.pool.cursor(self.dbname) as cr:
-                    os.write(write, str(self._backend(cr)).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            child_backend = int(pipe.read() or 0)
-        _pid, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
-        self.assertNotIn(child_backend, (0, parent_backend))
-        with self.pool.cursor(self.dbname) as cr:
-            self.assertEqual(self._backend(cr), parent_backend, "the parent's session survived the child")
+        # As seen from a child made by fork (Odoo's prefork workers): another process id.
+        with patch.object(autocommit.os, "getpid", return_value=os.getpid() + 100000):
+            with self.pool.cursor(self.dbname) as cr:
+                child_backend = self._backend(cr)
+            self.pool.close_all()  # the child's own only
+        self.assertNotEqual(child_backend, parent_backend)
+        with _connect(self.dbname) as other, other.cursor() as cr:
+            cr.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [parent_backend])
+            self.assertEqual(cr.fetchone()[0], 1, "the parent's session was neither used nor ended")
+        self.addCleanup(lambda: [cnx.close() for cnx in self.pool._inherited])

@@ -7,13 +7,15 @@ import time
 import uuid
 from urllib.parse import urlencode
 
+import requests
+
 from odoo import SUPERUSER_ID, api, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
 from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY
 from . import webhook_senders as senders
-from .common import CommittedConnector, IntegrationHubMixin, run_job
+from .common import CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
 ROUTE_LOGGER = "odoo.addons.integration_hub.controllers.webhook"
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -487,13 +489,15 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             outcome = []
 
             def run():
-                with sql_db.db_connect(dbname).cursor() as cr:
-                    cr.execute("SET LOCAL lock_timeout = '5s'")  # waiting on the job would fail here
-                    env = api.Environment(cr, SUPERUSER_ID, {})
-                    receiver = env["integration.connector"]._webhook_receiver(code)
-                    outcome.append(
-                        env["integration.webhook.event"]._ingest(receiver, body, {}, "evt_busy", "x", commit=commit)
-                    )
+                try:
+                    with sql_db.db_connect(dbname).cursor() as cr:
+                        cr.execute("SET LOCAL lock_timeout = '5s'")  # waiting on the job would fail here
+                        env = api.Environment(cr, SUPERUSER_ID, {})
+                        receiver = env["integration.connector"]._webhook_receiver(code)
+                        Event = env["integration.webhook.event"]
+                        outcome.append(Event._ingest(receiver, body, {}, "evt_busy", "x", commit=commit))
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    outcome.append(exc)
 
             # In a thread of its own: a delivery that waited for the job's row lock would
             # otherwise wait here for ever (the inbox connection has no lock timeout).
@@ -501,6 +505,8 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             thread.start()
             thread.join(10)
             self.assertFalse(thread.is_alive(), "the delivery waited for the job")
+            if isinstance(outcome[0], Exception):
+                raise outcome[0]
             return outcome[0]
 
         event_id, created = deliver(commit=True)
@@ -521,6 +527,71 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
                 [event_id],
             )
             self.assertEqual(cr.fetchone(), ("done", 3))
+
+    def test_a_real_server_commits_each_delivery_before_answering(self):
+        # The route as deployed (no test mode): the event is committed on the inbox's own
+        # connection before the 202, the dispatcher job by the request's transaction.
+        dbname = self.env.cr.dbname
+        code = f"served-{uuid.uuid4().hex[:8]}"
+        committed = CommittedConnector(
+            dbname,
+            {
+                "name": "Served",
+                "code": code,
+                "base_url": "http://127.0.0.1:9/",
+                "webhook_signature": "none",
+                "webhook_id_header": "X-Event",
+            },
+        )
+        self.addCleanup(committed.delete)
+        self.addCleanup(self._delete_dispatchers, dbname)
+        self._delete_dispatchers(dbname)
+
+        def stored():
+            with sql_db.db_connect(dbname).cursor() as cr:
+                cr.execute(
+                    """SELECT e.event_id, e.state, d.count FROM integration_webhook_event e
+                         LEFT JOIN integration_webhook_duplicate d ON d.event_id = e.id
+                        WHERE e.connector_id = %s ORDER BY e.id""",
+                    [committed.id],
+                )
+                events = cr.fetchall()
+                cr.execute(
+                    "SELECT count(*) FROM queue_job WHERE identity_key = %s AND state = 'pending'",
+                    [DISPATCH_IDENTITY_KEY],
+                )
+                return events, cr.fetchone()[0]
+
+        with odoo_server(dbname) as url:
+
+            def post(event_id):
+                body = json.dumps({"id": event_id, "type": "order.created"}).encode()
+                headers = {"Content-Type": "application/json", "X-Event": event_id}
+                return requests.post(f"{url}/integration/webhook/{code}", data=body, headers=headers, timeout=30)
+
+            first = post("evt_served_1")
+            self.assertEqual(first.status_code, 202, first.text)
+            self.assertEqual(stored(), ([("evt_served_1", "received", None)], 1))
+            again = post("evt_served_1")
+            self.assertEqual((again.status_code, again.json()["status"]), (200, "duplicate"))
+            self.assertEqual(again.json()["reference"], first.json()["reference"])
+            self.assertEqual(stored(), ([("evt_served_1", "received", 1)], 1), "counted, nothing queued")
+            # A request whose transaction failed after its event committed lost the dispatcher
+            # with it: a repeated delivery queues one again, once the first request had the
+            # time to commit its own (here, the event came a minute ago).
+            self._delete_dispatchers(dbname)
+            self.assertEqual(post("evt_served_1").status_code, 200)
+            self.assertEqual(stored(), ([("evt_served_1", "received", 2)], 0), "too early to tell")
+            with sql_db.db_connect(dbname).cursor() as cr:
+                cr.execute(
+                    "UPDATE integration_webhook_event SET received_at = received_at - interval '1 minute'"
+                    " WHERE connector_id = %s",
+                    [committed.id],
+                )
+            self.assertEqual(post("evt_served_1").status_code, 200)
+            self.assertEqual(stored(), ([("evt_served_1", "received", 3)], 1))
+            self.assertEqual(post("evt_served_2").status_code, 202)
+            self.assertEqual(stored()[1], 1, "a waiting dispatcher serves the next event too")
 
     @staticmethod
     def _delete_dispatchers(dbname):

@@ -2,8 +2,9 @@
 
 1. Ingest: Odoo with 2 HTTP workers; a second OS process (load_client.py) sends signed
    Standard Webhooks deliveries from THREADS threads for SECONDS, alternating ROUNDS
-   times with Odoo's own GET /web/health measured the same way. Then the rows are
-   counted: every 202 must be exactly one stored event, nothing else stored.
+   times with Odoo's own GET /web/health measured the same way; the throughput ratio is
+   the median of the rounds' ratios. Then the rows are counted: every 202 must be exactly
+   one stored event, nothing else stored.
 2. Processing: EVENTS events queued at once, processed by the queue_job runner (2
    channels) through a no-code rule that creates or updates a contact per event.
 """
@@ -26,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SECRET = "whsec_" + "YmVuY2htYXJrLXNpZ25pbmctc2VjcmV0LTMyYnl0ZXM="
 THREADS = int(os.environ.get("BENCH_WEBHOOK_THREADS", "4"))
 SECONDS = float(os.environ.get("BENCH_WEBHOOK_SECONDS", "10"))
-ROUNDS = int(os.environ.get("BENCH_WEBHOOK_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_WEBHOOK_ROUNDS", "5"))
 EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "5000"))
 
 
@@ -190,7 +191,17 @@ def ingest(conf, db, odoo_bin, connector_id):
     ):
         print(f"{name:22s} {rate:7.1f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  statuses {statuses}")
         print(f"{'':22s} {cpu_line(runs)}")
-    print(f"webhook / health throughput ratio: {webhook[0] / health[0]:.2f}  (goal >= 0.6; p99 goal < 250 ms)")
+    # Each round's two loads ran next to each other: their ratio is the figure this shared
+    # machine measures best (whole-run totals mix quiet and busy moments of the machine).
+    ratios = [
+        (len(w["latencies"]) / w["elapsed"]) / (len(h["latencies"]) / h["elapsed"])
+        for h, w in zip(health_runs, webhook_runs, strict=True)
+    ]
+    print(
+        f"webhook / health throughput ratio: median of rounds {statistics.median(ratios):.2f} "
+        f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; whole run {webhook[0] / health[0]:.2f})  "
+        "(goal >= 0.6; p99 goal < 250 ms)"
+    )
     print(
         f"answered 202: {len(accepted)}; rows stored: {rows} ({distinct} distinct ids, {found} of the 202s found; "
         f"{dispatchers} dispatcher job waiting for the runner); lost: {len(accepted) - found}; "
