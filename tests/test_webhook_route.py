@@ -13,7 +13,7 @@ from odoo import SUPERUSER_ID, api, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY
+from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY, _inbox_pool
 from . import webhook_senders as senders
 from .common import CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
@@ -592,6 +592,29 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             self.assertEqual(stored(), ([("evt_served_1", "received", 3)], 1))
             self.assertEqual(post("evt_served_2").status_code, 202)
             self.assertEqual(stored()[1], 1, "a waiting dispatcher serves the next event too")
+
+    def test_inbox_session_without_its_prepared_statement_still_stores(self):
+        # Behind a pooler in transaction mode (or after a DISCARD) the statement prepared
+        # when the connection opened may be gone from the session that runs EXECUTE.
+        dbname = self.env.cr.dbname
+        code = f"unprepared-{uuid.uuid4().hex[:8]}"
+        committed = CommittedConnector(
+            dbname, {"name": "Unprepared", "code": code, "base_url": "http://127.0.0.1:9/", "webhook_signature": "none"}
+        )
+        self.addCleanup(committed.delete)
+        self.addCleanup(self._delete_dispatchers, dbname)
+        with _inbox_pool.cursor(dbname) as cr:
+            cr.execute("DEALLOCATE ALL")  # this idle connection is the next one lent
+        with sql_db.db_connect(dbname).cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            receiver = env["integration.connector"]._webhook_receiver(code)
+            record_id, created = env["integration.webhook.event"]._ingest(
+                receiver, b'{"id": 1}', {}, "evt_unprepared", "x", commit=True
+            )
+        self.assertTrue(created)
+        with sql_db.db_connect(dbname).cursor() as cr:
+            cr.execute("SELECT event_id, state FROM integration_webhook_event WHERE id = %s", [record_id])
+            self.assertEqual(cr.fetchone(), ("evt_unprepared", "received"))
 
     @staticmethod
     def _delete_dispatchers(dbname):
