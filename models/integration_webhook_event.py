@@ -339,8 +339,8 @@ class IntegrationWebhookEvent(models.Model):
         :param commit: store and commit the event at once on an inbox connection of its own
             (the route), with a statement prepared once per connection, instead of in the
             caller's transaction; the dispatcher job, when one is needed, is still queued in
-            the caller's transaction (should that one fail, the dispatch cron picks the
-            event up)
+            the caller's transaction (should that one fail, a repeated delivery or the
+            dispatch cron queues it again)
         :return: ``(event id, True)`` when stored now, ``(event id, False)`` for a duplicate
             of an event already stored (nothing new stored or queued)
         """
