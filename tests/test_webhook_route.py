@@ -402,19 +402,17 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         super().setUpClass()
         cls._setup_env()
 
+    def _unsigned_connector(self, name, **values):
+        """An unsigned connector committed for real (deleted after the test), and its code."""
+        code = f"{name.lower()}-{uuid.uuid4().hex[:8]}"
+        values = {"name": name, "code": code, "base_url": "http://127.0.0.1:9/", "webhook_signature": "none", **values}
+        committed = CommittedConnector(self.env.cr.dbname, values)
+        self.addCleanup(committed.delete)
+        return committed, code
+
     def test_twenty_transactions_one_row_one_job(self):
         dbname = self.env.cr.dbname
-        code = f"concurrent-{uuid.uuid4().hex[:8]}"
-        committed = CommittedConnector(
-            dbname,
-            {
-                "name": "Concurrent",
-                "code": code,
-                "base_url": "http://127.0.0.1:9/",
-                "webhook_signature": "none",
-            },
-        )
-        self.addCleanup(committed.delete)
+        committed, code = self._unsigned_connector("Concurrent")
         body = b'{"id": "evt_race", "type": "order.created"}'
         results, errors = [], []
         barrier = threading.Barrier(20)
@@ -471,17 +469,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         # The job (or dispatcher, or an operator) writes the event row; a repeated delivery
         # arriving meanwhile must neither wait for it nor make its transaction fail.
         dbname = self.env.cr.dbname
-        code = f"busy-{uuid.uuid4().hex[:8]}"
-        committed = CommittedConnector(
-            dbname,
-            {
-                "name": "Busy",
-                "code": code,
-                "base_url": "http://127.0.0.1:9/",
-                "webhook_signature": "none",
-            },
-        )
-        self.addCleanup(committed.delete)
+        committed, code = self._unsigned_connector("Busy")
         self.addCleanup(self._delete_dispatchers, dbname)
         body = b'{"id": "evt_busy"}'
 
@@ -532,18 +520,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         # The route as deployed (no test mode): the event is committed on the inbox's own
         # connection before the 202, the dispatcher job by the request's transaction.
         dbname = self.env.cr.dbname
-        code = f"served-{uuid.uuid4().hex[:8]}"
-        committed = CommittedConnector(
-            dbname,
-            {
-                "name": "Served",
-                "code": code,
-                "base_url": "http://127.0.0.1:9/",
-                "webhook_signature": "none",
-                "webhook_id_header": "X-Event",
-            },
-        )
-        self.addCleanup(committed.delete)
+        committed, code = self._unsigned_connector("Served", webhook_id_header="X-Event")
         self.addCleanup(self._delete_dispatchers, dbname)
         self._delete_dispatchers(dbname)
 
@@ -597,11 +574,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         # Behind a pooler in transaction mode (or after a DISCARD) the statement prepared
         # when the connection opened may be gone from the session that runs EXECUTE.
         dbname = self.env.cr.dbname
-        code = f"unprepared-{uuid.uuid4().hex[:8]}"
-        committed = CommittedConnector(
-            dbname, {"name": "Unprepared", "code": code, "base_url": "http://127.0.0.1:9/", "webhook_signature": "none"}
-        )
-        self.addCleanup(committed.delete)
+        committed, code = self._unsigned_connector("Unprepared")
         self.addCleanup(self._delete_dispatchers, dbname)
         with _inbox_pool.cursor(dbname) as cr:
             cr.execute("DEALLOCATE ALL")  # this idle connection is the next one lent
