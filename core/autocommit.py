@@ -17,6 +17,7 @@ import threading
 from contextlib import contextmanager
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql as pgsql
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
@@ -76,7 +77,10 @@ class AutocommitPool:
                     prepare = pgsql.SQL("PREPARE {} ({}) AS {}").format(
                         pgsql.Identifier(name), pgsql.SQL(", ").join(map(pgsql.SQL, types)), pgsql.SQL(statement)
                     )
-                    cr.execute(prepare)
+                    try:
+                        cr.execute(prepare)
+                    except psycopg2.errors.DuplicatePreparedStatement:
+                        continue  # a pooler between us and PostgreSQL lent a session that has it
         except BaseException:
             cnx.close()
             raise

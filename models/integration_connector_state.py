@@ -16,7 +16,7 @@ from ..core.autocommit import AutocommitPool
 # fraction of a second of them, and in exchange no call waits for a WAL flush.
 _state_pool = AutocommitPool(
     lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
-    settings=["SET synchronous_commit TO off"],
+    settings=["SET synchronous_commit TO off", "SET application_name TO 'integration_hub shared state'"],
 )
 
 

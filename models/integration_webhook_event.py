@@ -5,6 +5,7 @@ import logging
 import math
 import operator as py_operator
 import traceback
+import weakref
 from datetime import timedelta
 
 import psycopg2.errors
@@ -123,8 +124,11 @@ _INGEST_EXECUTE = "EXECUTE {}({})".format(_INGEST_STATEMENT, ", ".join(["%s"] * 
 # The inbox connections: durable commits (an event is answered 202 only once it is on disk).
 _inbox_pool = AutocommitPool(
     lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
+    settings=["SET application_name TO 'integration_hub webhook inbox'"],
     prepared={_INGEST_STATEMENT: _INGEST_PREPARED},
 )
+# Inbox connections whose prepared statement went missing (see _ingest).
+_unprepared_sessions = weakref.WeakSet()
 
 
 class IntegrationWebhookEvent(models.Model):
@@ -342,7 +346,7 @@ class IntegrationWebhookEvent(models.Model):
             the caller's transaction (should that one fail, a repeated delivery or the
             dispatch cron queues it again)
         :return: ``(event id, True)`` when stored now, ``(event id, False)`` for a duplicate
-            of an event already stored (nothing new stored or queued)
+            of an event already stored (not stored again; counted, and no new processing job)
         """
         payload, is_base64 = _payload_text(body)
         values = {
@@ -365,12 +369,17 @@ class IntegrationWebhookEvent(models.Model):
             # Autocommit, read-committed: a concurrent delivery of the same event waits for
             # ours at the unique index, then finds it there (ON CONFLICT DO NOTHING).
             with _inbox_pool.cursor(self.env.cr.dbname) as cr:
-                try:
-                    cr.execute(_INGEST_EXECUTE, [values[name] for name, _type in _INGEST_PARAMS])
-                except psycopg2.errors.InvalidSqlStatementName:
-                    # The session lost its prepared statement (a pooler in transaction mode
-                    # between Odoo and PostgreSQL, a DISCARD): the same statement, unprepared.
+                if cr.connection in _unprepared_sessions:
                     cr.execute(_INGEST_SQL, values)
+                else:
+                    try:
+                        cr.execute(_INGEST_EXECUTE, [values[name] for name, _type in _INGEST_PARAMS])
+                    except psycopg2.errors.InvalidSqlStatementName:
+                        # The session lost its prepared statement (a pooler in transaction
+                        # mode between Odoo and PostgreSQL, a DISCARD): from now on, this
+                        # connection runs the same statement unprepared.
+                        _unprepared_sessions.add(cr.connection)
+                        cr.execute(_INGEST_SQL, values)
                 record_id, dispatcher_waiting, undispatched = cr.fetchone()
             committed_elsewhere = True
         else:

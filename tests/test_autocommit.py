@@ -9,7 +9,7 @@ from odoo.sql_db import connection_info_for
 from odoo.tests import TransactionCase, tagged
 
 from ..core import autocommit
-from ..core.autocommit import AutocommitPool
+from ..core.autocommit import AutocommitPool, _ends_session
 
 
 def _connect(dbname):
@@ -114,3 +114,24 @@ class TestAutocommitPool(TransactionCase):
             cr.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [parent_backend])
             self.assertEqual(cr.fetchone()[0], 1, "the parent's session was neither used nor ended")
         self.addCleanup(lambda: [cnx.close() for cnx in self.pool._inherited])
+
+
+class _Failure(psycopg2.Error):
+    """A psycopg2 error with the SQLSTATE a server would have sent."""
+
+    def __init__(self, pgcode):
+        super().__init__("failure")
+        self._code = pgcode
+
+    @property
+    def pgcode(self):
+        return self._code
+
+
+class TestSessionEndingErrors(TransactionCase):
+    def test_which_errors_end_a_session(self):
+        for pgcode in ("08006", "08003", "57P01", "57P02", None):
+            self.assertTrue(_ends_session(_Failure(pgcode)), pgcode)
+        self.assertTrue(_ends_session(psycopg2.InterfaceError("connection already closed")))
+        for pgcode in ("22012", "57014", "55P03", "40001", "23505", "26000"):
+            self.assertFalse(_ends_session(_Failure(pgcode)), pgcode)

@@ -5,15 +5,16 @@ import json
 import threading
 import time
 import uuid
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import requests
 
-from odoo import SUPERUSER_ID, api, sql_db
+from odoo import SUPERUSER_ID, api, fields, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY, _inbox_pool
+from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY, _inbox_pool, _unprepared_sessions
 from . import webhook_senders as senders
 from .common import CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
@@ -244,7 +245,7 @@ class TestWebhookRoute(WebhookRouteCase):
         headers = self._signed(connector, body, "msg_concurrent")
         code = connector.code
         statuses = []
-        barrier = threading.Barrier(20)
+        barrier = threading.Barrier(20, timeout=30)
 
         def deliver():
             barrier.wait()
@@ -415,7 +416,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         committed, code = self._unsigned_connector("Concurrent")
         body = b'{"id": "evt_race", "type": "order.created"}'
         results, errors = [], []
-        barrier = threading.Barrier(20)
+        barrier = threading.Barrier(20, timeout=30)
 
         def ingest(commit):
             # Half as the route calls it (committed at once on an inbox connection), half in
@@ -539,6 +540,7 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
                 )
                 return events, cr.fetchone()[0]
 
+        _inbox_pool.close_all()
         with odoo_server(dbname) as url:
 
             def post(event_id):
@@ -549,6 +551,13 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             first = post("evt_served_1")
             self.assertEqual(first.status_code, 202, first.text)
             self.assertEqual(stored(), ([("evt_served_1", "received", None)], 1))
+            with sql_db.db_connect(dbname).cursor() as cr:
+                # This process's own inbox connections were closed before the server started.
+                cr.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                    [dbname, "integration_hub webhook inbox"],
+                )
+                self.assertGreaterEqual(cr.fetchone()[0], 1, "stored through the server's inbox connection")
             again = post("evt_served_1")
             self.assertEqual((again.status_code, again.json()["status"]), (200, "duplicate"))
             self.assertEqual(again.json()["reference"], first.json()["reference"])
@@ -557,14 +566,13 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             # with it: a repeated delivery queues one again, once the first request had the
             # time to commit its own (here, the event came a minute ago).
             self._delete_dispatchers(dbname)
+            set_received_at = "UPDATE integration_webhook_event SET received_at = %s WHERE connector_id = %s"
+            with sql_db.db_connect(dbname).cursor() as cr:
+                cr.execute(set_received_at, [fields.Datetime.now(), committed.id])
             self.assertEqual(post("evt_served_1").status_code, 200)
             self.assertEqual(stored(), ([("evt_served_1", "received", 2)], 0), "too early to tell")
             with sql_db.db_connect(dbname).cursor() as cr:
-                cr.execute(
-                    "UPDATE integration_webhook_event SET received_at = received_at - interval '1 minute'"
-                    " WHERE connector_id = %s",
-                    [committed.id],
-                )
+                cr.execute(set_received_at, [fields.Datetime.now() - timedelta(minutes=1), committed.id])
             self.assertEqual(post("evt_served_1").status_code, 200)
             self.assertEqual(stored(), ([("evt_served_1", "received", 3)], 1))
             self.assertEqual(post("evt_served_2").status_code, 202)
@@ -588,6 +596,8 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
         with sql_db.db_connect(dbname).cursor() as cr:
             cr.execute("SELECT event_id, state FROM integration_webhook_event WHERE id = %s", [record_id])
             self.assertEqual(cr.fetchone(), ("evt_unprepared", "received"))
+        with _inbox_pool.cursor(dbname) as cr:
+            self.assertIn(cr.connection, _unprepared_sessions, "that session runs unprepared from now on")
 
     @staticmethod
     def _delete_dispatchers(dbname):
