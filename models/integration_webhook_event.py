@@ -69,7 +69,8 @@ _SKIPPED_HEADERS = frozenset(
 # The inbox's one statement per delivery: the look-up, the insert, and whether a dispatcher
 # waits. An event already stored is looked up first and not inserted again: inserting its key
 # would wait for whatever transaction (its job, say) has written the stored row and not
-# committed yet. No "created by": nobody in Odoo did, and a NULL skips a foreign-key check.
+# committed yet. The look-up is two probes, one per unique index (an OR of the two would let
+# a plan scan all of the connector's events). No "created by": nobody in Odoo did, and a NULL skips a foreign-key check.
 # A stored event still received 10 s after it came, with no dispatcher waiting, lost the
 # dispatcher its first delivery queued (in a request that failed after the event committed):
 # a repeated delivery queues one again. (Within those seconds the first request is still
@@ -92,9 +93,11 @@ _INGEST_TEMPLATE = """
     WITH stored AS (
         SELECT id, state = 'received' AND received_at < (now() AT TIME ZONE 'UTC') - interval '10 seconds'
                    AS undispatched
-          FROM integration_webhook_event
-         WHERE connector_id = {connector_id}
-           AND (event_id = {event_id} OR payload_hash = {payload_hash})
+          FROM ((SELECT id, state, received_at FROM integration_webhook_event
+                  WHERE connector_id = {connector_id} AND event_id = {event_id} LIMIT 1)
+                UNION ALL
+                (SELECT id, state, received_at FROM integration_webhook_event
+                  WHERE connector_id = {connector_id} AND payload_hash = {payload_hash} LIMIT 1)) AS found
          LIMIT 1),
     inserted AS (
         INSERT INTO integration_webhook_event (
@@ -122,9 +125,15 @@ _INGEST_PREPARED = (
 )
 _INGEST_EXECUTE = "EXECUTE {}({})".format(_INGEST_STATEMENT, ", ".join(["%s"] * len(_INGEST_PARAMS)))
 # The inbox connections: durable commits (an event is answered 202 only once it is on disk).
+# The prepared statement keeps one generic plan for the session's life, made from the
+# statistics of the moment: made while the events or jobs table was empty, it would scan the
+# whole table on every delivery once it has grown, until an ANALYZE happens to replan it.
+# Every look-up of the statement (and of its foreign-key checks) is an equality on a unique
+# or partial index, so these sessions do without sequential scans: the plan stays an index
+# probe whatever the statistics said when it was made.
 _inbox_pool = AutocommitPool(
     lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
-    settings=["SET application_name TO 'integration_hub webhook inbox'"],
+    settings=["SET application_name TO 'integration_hub webhook inbox'", "SET enable_seqscan TO off"],
     prepared={_INGEST_STATEMENT: _INGEST_PREPARED},
 )
 # Inbox connections whose prepared statement went missing (see _ingest).

@@ -14,7 +14,12 @@ from odoo import SUPERUSER_ID, api, fields, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY, _inbox_pool, _unprepared_sessions
+from ..models.integration_webhook_event import (
+    _INGEST_EXECUTE,
+    DISPATCH_IDENTITY_KEY,
+    _inbox_pool,
+    _unprepared_sessions,
+)
 from . import webhook_senders as senders
 from .common import CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
@@ -598,6 +603,29 @@ class TestConcurrentIngest(IntegrationHubMixin, HttpCase):
             self.assertEqual(cr.fetchone(), ("evt_unprepared", "received"))
         with _inbox_pool.cursor(dbname) as cr:
             self.assertIn(cr.connection, _unprepared_sessions, "that session runs unprepared from now on")
+
+    def test_inbox_plan_is_index_probes_whatever_the_statistics(self):
+        # The prepared statement's generic plan is kept for the session's life: it must not
+        # scan the events or jobs table, even when made while they were empty.
+        dbname = self.env.cr.dbname
+        values = [1, 1, "evt_plan", "x", None, None, "{}", "{}", False, 2, None, DISPATCH_IDENTITY_KEY]
+        with _inbox_pool.cursor(dbname) as cr:
+            # A generic plan, costed as if the statistics said the tables were (nearly) empty:
+            # reading a whole table then looks free.
+            cr.execute("SET plan_cache_mode TO force_generic_plan")
+            cr.execute("SET seq_page_cost TO 0")
+            cr.execute("SET cpu_tuple_cost TO 0")
+            try:
+                cr.execute("EXPLAIN " + _INGEST_EXECUTE, values)  # planned, not run
+                plan = "\n".join(row[0] for row in cr.fetchall())
+            finally:
+                cr.execute("RESET plan_cache_mode")
+                cr.execute("RESET seq_page_cost")
+                cr.execute("RESET cpu_tuple_cost")
+        self.assertNotIn("Seq Scan", plan)
+        self.assertIn("Index Cond: ((connector_id = $1) AND ((event_id)::text = ($3)::text))", plan)
+        self.assertIn("Index Cond: ((connector_id = $1) AND ((payload_hash)::text = ($11)::text))", plan)
+        self.assertIn("queue_job_identity_key_state_partial_index", plan)
 
     @staticmethod
     def _delete_dispatchers(dbname):
