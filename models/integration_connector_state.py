@@ -9,13 +9,19 @@ from ..core import circuit as circuit_machine
 from ..core import ratelimit
 from ..core.autocommit import AutocommitPool
 
+
 # Shared state goes through autocommit connections of its own: each statement commits at
 # once, so the row lock of a bucket or breaker is held for one statement, never for the
 # caller's whole transaction, and what a job learns about a remote survives that job's
 # rollback. Counters and breaker state are operational data: a crash may lose the last
 # fraction of a second of them, and in exchange no call waits for a WAL flush.
+def connect(dbname):
+    """A new connection to ``dbname`` with Odoo's connection settings, outside its pool."""
+    return psycopg2.connect(**connection_info_for(dbname)[1])
+
+
 _state_pool = AutocommitPool(
-    lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
+    connect,
     settings=["SET synchronous_commit TO off", "SET application_name TO 'integration_hub shared state'"],
 )
 

@@ -12,7 +12,6 @@ import psycopg2.errors
 
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError
-from odoo.sql_db import connection_info_for
 from odoo.tools import SQL
 
 from odoo.addons.queue_job.exception import RetryableJobError
@@ -21,7 +20,7 @@ from ..core.autocommit import AutocommitPool
 from ..core.backoff import retry_delay
 from ..core.redact import redact_headers, redact_text
 from .integration_connector import _jitter_random
-from .integration_connector_state import state_cursor
+from .integration_connector_state import connect, state_cursor
 from .integration_connector_webhook import WebhookEventUnhandled
 
 _logger = logging.getLogger(__name__)
@@ -70,8 +69,8 @@ _SKIPPED_HEADERS = frozenset(
 # waits. An event already stored is looked up first and not inserted again: inserting its key
 # would wait for whatever transaction (its job, say) has written the stored row and not
 # committed yet. The look-up is two probes, one per unique index (an OR of the two would let
-# a plan scan all of the connector's events). No "created by": nobody in Odoo did, and a NULL skips a foreign-key check.
-# A stored event still received 10 s after it came, with no dispatcher waiting, lost the
+# a plan scan all of the connector's events). No "created by": nobody in Odoo did, and a NULL
+# skips a foreign-key check. A stored event still received 10 s after it came, with no dispatcher waiting, lost the
 # dispatcher its first delivery queued (in a request that failed after the event committed):
 # a repeated delivery queues one again. (Within those seconds the first request is still
 # committing its dispatcher.)
@@ -132,7 +131,7 @@ _INGEST_EXECUTE = "EXECUTE {}({})".format(_INGEST_STATEMENT, ", ".join(["%s"] * 
 # or partial index, so these sessions do without sequential scans: the plan stays an index
 # probe whatever the statistics said when it was made.
 _inbox_pool = AutocommitPool(
-    lambda dbname: psycopg2.connect(**connection_info_for(dbname)[1]),
+    connect,
     settings=["SET application_name TO 'integration_hub webhook inbox'", "SET enable_seqscan TO off"],
     prepared={_INGEST_STATEMENT: _INGEST_PREPARED},
 )

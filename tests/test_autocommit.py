@@ -5,15 +5,11 @@ from unittest.mock import patch
 
 import psycopg2
 
-from odoo.sql_db import connection_info_for
 from odoo.tests import TransactionCase, tagged
 
 from ..core import autocommit
 from ..core.autocommit import AutocommitPool, _ends_session
-
-
-def _connect(dbname):
-    return psycopg2.connect(**connection_info_for(dbname)[1])
+from ..models.integration_connector_state import connect
 
 
 @tagged("post_install", "-at_install")
@@ -22,7 +18,7 @@ class TestAutocommitPool(TransactionCase):
         super().setUp()
         self.dbname = self.env.cr.dbname
         self.pool = AutocommitPool(
-            _connect,
+            connect,
             settings=["SET application_name TO 'integration_hub pool test'"],
             prepared={"ih_pool_test_add": (["int4", "int4"], "SELECT $1 + $2")},
             max_idle=2,
@@ -51,7 +47,7 @@ class TestAutocommitPool(TransactionCase):
         self.addCleanup(self._drop_table)
         with self.pool.cursor(self.dbname) as cr:
             cr.execute("INSERT INTO ih_pool_test VALUES (7)")
-        with _connect(self.dbname) as other, other.cursor() as cr:
+        with connect(self.dbname) as other, other.cursor() as cr:
             cr.execute("SELECT value FROM ih_pool_test")
             self.assertEqual(cr.fetchall(), [(7,)], "visible to another session: committed")
 
@@ -74,7 +70,7 @@ class TestAutocommitPool(TransactionCase):
     def test_connection_closed_by_the_server_is_replaced(self):
         with self.pool.cursor(self.dbname) as cr:
             first = self._backend(cr)
-        with _connect(self.dbname) as other, other.cursor() as cr:
+        with connect(self.dbname) as other, other.cursor() as cr:
             cr.execute("SELECT pg_terminate_backend(%s, 5000)", [first])  # waits until it is gone
             self.assertTrue(cr.fetchone()[0])
         with self.pool.cursor(self.dbname) as cr:
@@ -110,7 +106,7 @@ class TestAutocommitPool(TransactionCase):
                 child_backend = self._backend(cr)
             self.pool.close_all()  # the child's own only
         self.assertNotEqual(child_backend, parent_backend)
-        with _connect(self.dbname) as other, other.cursor() as cr:
+        with connect(self.dbname) as other, other.cursor() as cr:
             cr.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [parent_backend])
             self.assertEqual(cr.fetchone()[0], 1, "the parent's session was neither used nor ended")
         self.addCleanup(lambda: [cnx.close() for cnx in self.pool._inherited])
