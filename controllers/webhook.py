@@ -6,12 +6,12 @@ from datetime import datetime, timezone
 from odoo import SUPERUSER_ID, http
 from odoo.http import request
 
-from ..core.signatures import SignatureError
-from ..models.integration_connector_webhook import PAUSED_RETRY_AFTER
+from ..const import PAUSED_RETRY_AFTER, WEBHOOK_ROUTE_PREFIX
+from ..core.exceptions import SignatureError
 
 _logger = logging.getLogger(__name__)
 
-WEBHOOK_ROUTE = "/integration/webhook/<string:code>"
+WEBHOOK_ROUTE = f"{WEBHOOK_ROUTE_PREFIX}/<string:code>"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -4,6 +4,9 @@ import random
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+# The jitter of job retry delays; tests seed it through this module attribute.
+jitter_random = random.Random()
+
 
 def parse_retry_after(value, now=None):
     """Seconds to wait from a ``Retry-After`` header value, or None if absent or invalid.

@@ -9,15 +9,9 @@ import re
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from .exceptions import EncryptionKeyError, SecretDecryptionError
+
 KEY_GENERATE_HINT = "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
-
-
-class EncryptionKeyError(Exception):
-    """No usable key is configured; the message says what to set."""
-
-
-class SecretDecryptionError(Exception):
-    """A stored secret cannot be decrypted with any of the configured keys."""
 
 
 def parse_keys(raw):

@@ -1,7 +1,10 @@
-"""Typed errors of the outbound call path.
+"""Every exception class of the addon, each with what it means.
 
-Each carries a message that is safe to show and store: secrets are redacted before
-these are raised. ``retryable`` tells callers (jobs) whether trying again may help.
+The outbound call path raises ``IntegrationError`` subclasses: each carries a message
+that is safe to show and store (secrets are redacted before these are raised), and
+``retryable`` tells callers (jobs) whether trying again may help. The others belong to
+one part of the addon each (keys, signatures, URL safety, shared state, webhook
+processing) and are named after what went wrong there.
 """
 
 import re
@@ -63,6 +66,37 @@ class IntegrationHTTPError(IntegrationError):
     @property
     def retryable(self):
         return self.status_code in RETRYABLE_STATUSES
+
+
+# Outside the call path.
+
+
+class EncryptionKeyError(Exception):
+    """No usable encryption key is configured; the message says what to set."""
+
+
+class SecretDecryptionError(Exception):
+    """A stored secret cannot be decrypted with any of the configured keys."""
+
+
+class SignatureError(Exception):
+    """A webhook delivery is not authentic (or cannot be checked); the reason is safe to show."""
+
+
+class UnsafeURLError(ValueError):
+    """The URL or one of its addresses is not allowed for this connector."""
+
+
+class SharedStateBusyError(Exception):
+    """The shared rate-limit/breaker row stayed contended; the caller retries shortly."""
+
+
+class WebhookEventUnhandled(Exception):
+    """No handler knows this event type (the event becomes ignored, or failed)."""
+
+
+class WebhookEventGaveUp(Exception):
+    """A webhook event's transient failures spent the connector's attempts: its job fails."""
 
 
 _ROOT_CAUSES = (

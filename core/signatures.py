@@ -16,6 +16,8 @@ import hmac
 import time
 from dataclasses import dataclass
 
+from .exceptions import SignatureError
+
 PROFILES = ("standard_webhooks", "stripe", "github", "shopify", "hmac_sha256", "none")
 DEFAULT_TOLERANCE = 300
 # Signatures read from one header (senders list a few during their own key rotation).
@@ -31,10 +33,6 @@ PROFILE_ID_HEADER = {
 PROFILE_ID_JSON_PATH = {"stripe": "id"}
 PROFILE_TYPE_HEADER = {"github": "X-GitHub-Event", "shopify": "X-Shopify-Topic"}
 PROFILE_TYPE_JSON_PATH = {"standard_webhooks": "type", "stripe": "type"}
-
-
-class SignatureError(Exception):
-    """The delivery is not authentic (or cannot be checked); the reason is safe to show."""
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-
-class UnsafeURLError(ValueError):
-    """The URL or one of its addresses is not allowed for this connector."""
+from .exceptions import UnsafeURLError
 
 
 def check_url(url, allow_http=False):

@@ -2,12 +2,12 @@ from . import integration_secret_mixin
 from . import integration_related_mixin
 from . import integration_connector_state
 from . import integration_connector_metric
-from . import integration_connector
-from . import integration_connector_webhook
+from . import connector
 from . import integration_oauth_token
 from . import integration_error
 from . import integration_call_log
-from . import integration_webhook_event
+from . import webhook_event
 from . import integration_webhook_duplicate
 from . import integration_webhook_rule
 from . import ir_http
+from . import queue_job

@@ -8,6 +8,7 @@ from odoo.sql_db import connection_info_for
 from ..core import circuit as circuit_machine
 from ..core import ratelimit
 from ..core.autocommit import AutocommitPool
+from ..core.exceptions import SharedStateBusyError
 
 
 # Shared state goes through autocommit connections of its own: each statement commits at
@@ -24,10 +25,6 @@ _state_pool = AutocommitPool(
     connect,
     settings=["SET synchronous_commit TO off", "SET application_name TO 'integration_hub shared state'"],
 )
-
-
-class SharedStateBusyError(Exception):
-    """The shared state row kept changing under us: give up this time."""
 
 
 # How often a compare-and-swap is retried when another worker changed the row first.

@@ -28,12 +28,19 @@ _COPIED_COLUMNS = (
 )
 
 
-class IntegrationError(models.Model):
-    """A failure of an outbound call, grouped by fingerprint.
+class IntegrationFailureLog(models.Model):
+    """A failure of an outbound call or of processing, grouped by fingerprint.
 
     Recorded through a fresh cursor (``_record``) because the transaction that failed is
     about to be rolled back. The same failure again (same connector, operation, method,
     URL path, error class and status) adds to ``count`` instead of a new row.
+
+    **Retry** does not know what failed: it asks the related record, then the failed job,
+    to retry itself. A model whose records can be retried from here implements two
+    methods (webhook events and ``queue.job`` do; sync runs will):
+
+    - ``_integration_can_retry()``: True when a Retry would run the failed work again;
+    - ``_integration_retry()``: queue that work again (the record's own Retry).
     """
 
     _name = "integration.error"
@@ -55,7 +62,9 @@ class IntegrationError(models.Model):
     method = fields.Char()
     url = fields.Char(string="URL", help="Secrets redacted.")
     status_code = fields.Integer(string="HTTP Status")
-    error_class = fields.Char(string="Error Type")
+    error_class = fields.Char(
+        string="Error Type", help="The kind of failure, e.g. IntegrationHTTPError or IntegrationConnectionError."
+    )
     is_retryable = fields.Boolean(string="Retryable Failure", help="A transient failure that exhausted its attempts.")
     message = fields.Text()
     request_excerpt = fields.Text(help="Redacted and truncated.")
@@ -80,15 +89,19 @@ class IntegrationError(models.Model):
     @api.depends("queue_job_id.state", "state", "res_model", "res_id")
     def _compute_can_retry(self):
         for error in self:
-            event = error._failed_webhook_event()
-            error.can_retry = bool(event) or (bool(error.queue_job_id) and error.queue_job_id.state == "failed")
+            error.can_retry = bool(error._retry_target())
 
-    def _failed_webhook_event(self):
-        """The failed webhook event this error is about, if any (its Retry is the event's)."""
-        if self.res_model != "integration.webhook.event" or not self.res_id:
-            return self.env["integration.webhook.event"]
-        event = self.env["integration.webhook.event"].sudo().browse(self.res_id).exists()
-        return event.filtered(lambda e: e.state == "failed")
+    def _retry_target(self):
+        """What Retry re-runs: the related record when it can retry itself (a failed webhook
+        event: a new job for it), else the failed job; None when nothing can be retried."""
+        self.ensure_one()
+        related = None
+        if self.res_model in self.env and self.res_id:
+            related = self.env[self.res_model].sudo().browse(self.res_id).exists()
+        for target in (related, self.queue_job_id.sudo()):
+            if target and hasattr(target, "_integration_can_retry") and target._integration_can_retry():
+                return target
+        return None
 
     # Actions ---------------------------------------------------------------------------
 
@@ -100,12 +113,8 @@ class IntegrationError(models.Model):
                 self.env._("None of the selected errors can be retried: only failures of a failed job can be.")
             )
         for error in retryable:
-            event = error._failed_webhook_event()
-            if event:
-                # Processing an event again is the event's own Retry (new job, event queued).
-                event.with_env(self.env).action_retry()
-            else:
-                error.queue_job_id.sudo().requeue()
+            # As the user who pressed Retry: the target checks what they may retry.
+            error._retry_target().with_env(self.env)._integration_retry()
             error._message_log(body=self.env._("Retried by %s: the job is queued again.", self.env.user.name))
         retryable.write({"state": "resolved"})
         return {

@@ -3,6 +3,7 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import AccessError
 
+from ..const import MANAGER_GROUP
 from .integration_secret_mixin import secret_fields
 
 # Refresh this long before the announced expiry (or half the lifetime of short tokens),
@@ -71,7 +72,7 @@ class IntegrationOauthToken(models.Model):
     def action_forget(self):
         """Button (managers): drop the cached token; the next call fetches a new one."""
         self.check_access("read")
-        if not self.env.user.has_group("integration_hub.group_integration_manager"):
+        if not self.env.user.has_group(MANAGER_GROUP):
             raise AccessError(self.env._("Only integration managers can forget OAuth2 tokens."))
         self.sudo()._clear()
         return True

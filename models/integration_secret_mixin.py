@@ -5,19 +5,11 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import config
 
-from ..core.crypto import (
-    KEY_GENERATE_HINT,
-    EncryptionKeyError,
-    SecretBox,
-    SecretDecryptionError,
-    parse_keys,
-)
+from ..const import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE, MANAGER_GROUP
+from ..core.crypto import KEY_GENERATE_HINT, SecretBox, parse_keys
+from ..core.exceptions import EncryptionKeyError, SecretDecryptionError
 
 _logger = logging.getLogger(__name__)
-
-MANAGER_GROUP = "integration_hub.group_integration_manager"
-KEYS_CONFIG_OPTION = "integration_hub_encryption_keys"
-KEYS_ENV_VARIABLE = "INTEGRATION_HUB_ENCRYPTION_KEYS"
 
 
 def secret_fields(string, help=None):

@@ -5,7 +5,7 @@ from datetime import date, datetime, timezone
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from .integration_connector_webhook import json_path_get
+from ..core.jsonpath import json_path_get
 
 # Field types an event value can be written to without code.
 MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")

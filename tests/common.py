@@ -31,7 +31,14 @@ from odoo.tools import config
 from odoo.addons.queue_job.exception import RetryableJobError
 from odoo.addons.queue_job.job import Job
 
-from ..models.integration_secret_mixin import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE
+from ..const import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE
+
+# Logger names, by the part of the addon that logs (a package's name covers its files):
+# tests mute or capture these, never a module path that a refactoring may move.
+ADDON_LOGGER = "odoo.addons.integration_hub"
+CONNECTOR_LOGGER = f"{ADDON_LOGGER}.models.connector"
+EVENT_LOGGER = f"{ADDON_LOGGER}.models.webhook_event"
+ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.webhook"
 
 # Fixed keys for the tests: the key list under test is set explicitly, never inherited.
 KEY_A = Fernet.generate_key().decode()

@@ -19,9 +19,7 @@ from ..core.exceptions import (
     IntegrationConnectionError,
     IntegrationHTTPError,
 )
-from .common import IntegrationHubCase, LocalServer, Reply
-
-CONNECTOR_LOGGER = "odoo.addons.integration_hub.models.integration_connector"
+from .common import CONNECTOR_LOGGER, IntegrationHubCase, LocalServer, Reply
 
 
 def basic_credentials(request):
@@ -219,7 +217,7 @@ class TestConnectorAuth(IntegrationHubCase):
         self.assertEqual(oauth.issued, ["tok-1", "tok-2"])
         self.assertEqual(self.env["integration.oauth.token"].search_count([("connector_id", "=", connector.id)]), 1)
 
-    @mute_logger("odoo.addons.integration_hub.models.integration_connector")
+    @mute_logger(CONNECTOR_LOGGER)
     def test_oauth2_token_endpoint_refuses(self):
         self.server.respond_with(OAuth2Server(token_status=401))
         connector = self._oauth2_connector()
@@ -301,7 +299,7 @@ class TestConnectorTransport(IntegrationHubCase):
     def test_tls_exception_is_explicit_and_logged(self):
         tls_server = LocalServer(tls=True)
         self.addCleanup(tls_server.stop)
-        logger = "odoo.addons.integration_hub.models.integration_connector"
+        logger = CONNECTOR_LOGGER
         with self.assertLogs(logger, "WARNING") as logs:
             connector = self._create_connector(base_url=tls_server.url, verify_tls=False)
             self.env.flush_all()

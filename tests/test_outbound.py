@@ -12,6 +12,7 @@ from odoo.tools import mute_logger
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
+from ..core import backoff
 from ..core.exceptions import (
     IntegrationCircuitOpenError,
     IntegrationConfigError,
@@ -19,12 +20,9 @@ from ..core.exceptions import (
     IntegrationHTTPError,
     IntegrationRateLimitedError,
 )
-from ..models import integration_connector as connector_module
 from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
-from .common import CommittedConnector, IntegrationHubCase, LocalServer, Reply, run_job, run_workers
-
-CONNECTOR_LOGGER = "odoo.addons.integration_hub.models.integration_connector"
+from .common import CONNECTOR_LOGGER, CommittedConnector, IntegrationHubCase, LocalServer, Reply, run_job, run_workers
 
 
 @tagged("post_install", "-at_install")
@@ -96,7 +94,7 @@ class TestJobRetries(IntegrationHubCase):
         job_record = self.env["queue.job"].search([("uuid", "=", uuid)])
         self.assertEqual(job_record.channel, "root.integration.outbound")
         delays = []
-        with patch.object(connector_module, "_jitter_random") as rng, mute_logger(CONNECTOR_LOGGER):
+        with patch.object(backoff, "jitter_random") as rng, mute_logger(CONNECTOR_LOGGER):
             rng.uniform.side_effect = lambda low, high: high  # the ceiling of each jitter range
             for _attempt in range(2):
                 outcome = run_job(self.env, uuid)

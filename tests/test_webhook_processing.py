@@ -12,8 +12,8 @@ from odoo.tools import mute_logger
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
-from ..models.integration_webhook_event import DISPATCH_IDENTITY_KEY
-from .common import IntegrationHubCase, Reply, run_job
+from ..const import DISPATCH_IDENTITY_KEY
+from .common import CONNECTOR_LOGGER, EVENT_LOGGER, IntegrationHubCase, Reply, run_job
 
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HANDLER = "_webhook_handle_generic_rest_order_created"
@@ -82,7 +82,7 @@ class TestWebhookProcessing(IntegrationHubCase):
             return f"acknowledged: HTTP {response.status_code}"
 
         event = self._receive()
-        with self._handler(handle), mute_logger("odoo.addons.integration_hub.models.integration_connector"):
+        with self._handler(handle), mute_logger(CONNECTOR_LOGGER):
             outcome = self._run(event)
             self.assertIsInstance(outcome, RetryableJobError)
             self.assertEqual(event.state, "queued", "waiting for its next attempt")
@@ -101,7 +101,7 @@ class TestWebhookProcessing(IntegrationHubCase):
             raise ValueError(f"order {event._payload_json()['order']['number']} has no lines; secret {WEBHOOK_SECRET}")
 
         event = self._receive()
-        with self._handler(broken), mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+        with self._handler(broken), mute_logger(EVENT_LOGGER):
             outcome = self._run(event)
         self.assertIsInstance(outcome, ValueError)
         self.assertEqual(event.state, "failed")
@@ -134,7 +134,7 @@ class TestWebhookProcessing(IntegrationHubCase):
             raise RetryableJobError("partner busy")
 
         event = self._receive()
-        with self._handler(flaky), mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+        with self._handler(flaky), mute_logger(EVENT_LOGGER):
             self.assertIsInstance(self._run(event), RetryableJobError)
             self.assertEqual(event.state, "queued")
             outcome = self._run(event)
@@ -151,7 +151,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         event = self._receive()
         with (
             self._handler(lambda connector, event: 1 / 0),
-            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+            mute_logger(EVENT_LOGGER),
         ):
             self._run(event)
         self.assertEqual(event.state, "failed")
@@ -185,7 +185,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         self.assertIn("No handler for event type 'customer.deleted'", event.result_note)
         self.connector.webhook_unhandled = "fail"
         event = self._receive("evt_2", event_type="customer.deleted")
-        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+        with mute_logger(EVENT_LOGGER):
             self._run(event)
         self.assertEqual(event.state, "failed")
         self.assertIn("No handler", event.last_error)
@@ -231,7 +231,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         newer = self._receive_sequential("evt_new")
         with (
             self._handler(lambda connector, event: 1 / 0),
-            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+            mute_logger(EVENT_LOGGER),
         ):
             self._run(older)
         self.assertEqual(older.state, "failed")
@@ -252,7 +252,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         second = self._receive_sequential("evt_2")
         with (
             self._handler(lambda connector, event: 1 / 0),
-            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+            mute_logger(EVENT_LOGGER),
         ):
             self._run(second)
         self.assertEqual(second.state, "failed")
@@ -312,7 +312,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         event = self._receive()
         with (
             self._handler(lambda connector, event: 1 / 0),
-            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+            mute_logger(EVENT_LOGGER),
         ):
             self._run(event)
             self.assertEqual(event.state, "failed")
@@ -341,7 +341,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         event = self._receive()
         event.write({"state": "ignored"})
         event.flush_recordset()  # committed by the operator's transaction
-        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+        with mute_logger(EVENT_LOGGER):
             event._fail(ValueError("too late"), 1, permanent=True)
         event.invalidate_recordset()
         self.assertEqual(event.state, "ignored")
@@ -393,7 +393,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         self.assertEqual(self.env["res.partner"].search_count([("ref", "=", "C-77")]), 1, "updated, not duplicated")
         self.assertEqual((partner.name, partner.email), ("Ada L.", "a@y.test"))
         missing = self._receive("evt_c3", "customer.updated", {"data": {"name": "no id"}})
-        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+        with mute_logger(EVENT_LOGGER):
             self._run(missing)
         self.assertEqual(missing.state, "failed")
         self.assertIn("no external ID at 'data.id'", missing.last_error)
@@ -429,7 +429,7 @@ class TestWebhookProcessing(IntegrationHubCase):
         )
         payload = {"code": "IND-9", "name": "Robotics"}
         refused = self._receive("evt_i1", "industry.created", payload)
-        with mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"):
+        with mute_logger(EVENT_LOGGER):
             self._run(refused)
         self.assertEqual(refused.state, "failed")
         self.assertIn("AccessError", refused.last_error)
@@ -469,7 +469,7 @@ class TestWebhookProcessing(IntegrationHubCase):
     def test_retry_all_failed_since(self):
         with (
             self._handler(lambda connector, event: 1 / 0),
-            mute_logger("odoo.addons.integration_hub.models.integration_webhook_event"),
+            mute_logger(EVENT_LOGGER),
         ):
             old, recent = self._receive("evt_a"), self._receive("evt_b")
             self._run(old)

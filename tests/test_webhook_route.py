@@ -14,16 +14,11 @@ from odoo import SUPERUSER_ID, api, fields, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..models.integration_webhook_event import (
-    _INGEST_EXECUTE,
-    DISPATCH_IDENTITY_KEY,
-    _inbox_pool,
-    _unprepared_sessions,
-)
+from ..const import DISPATCH_IDENTITY_KEY
+from ..models.webhook_event.inbox import _INGEST_EXECUTE, _inbox_pool, _unprepared_sessions
 from . import webhook_senders as senders
-from .common import CommittedConnector, IntegrationHubMixin, odoo_server, run_job
+from .common import ROUTE_LOGGER, CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
-ROUTE_LOGGER = "odoo.addons.integration_hub.controllers.webhook"
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 STANDARD_SECRET_NEW = "whsec_" + "bmV3LXNlY3JldC1mb3Itcm90YXRpb24tdGVzdHMh"
 PLAIN_SECRET = "plain-secret-for-tests"

@@ -2,14 +2,15 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 
 from odoo import api, fields, models, tools
 from odoo.exceptions import ValidationError
 
-from ..core.crypto import SecretDecryptionError
-from ..core.signatures import (
+from ...const import MANAGER_GROUP, WEBHOOK_ROUTE_PREFIX
+from ...core.exceptions import SecretDecryptionError, WebhookEventUnhandled
+from ...core.jsonpath import json_path_get
+from ...core.signatures import (
     DEFAULT_TOLERANCE,
     PROFILE_ID_HEADER,
     PROFILE_ID_JSON_PATH,
@@ -19,12 +20,11 @@ from ..core.signatures import (
     get_header,
     verify,
 )
-from .integration_secret_mixin import MANAGER_GROUP, secret_fields
+from ...core.webhook_receiver import RECEIVER_FIELDS, WebhookReceiver
+from ..integration_secret_mixin import secret_fields
 
 _logger = logging.getLogger(__name__)
 
-# Seconds a sender is told to wait (Retry-After) while a connector's webhooks are paused.
-PAUSED_RETRY_AFTER = 120
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _TYPE_SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -32,76 +32,6 @@ _TYPE_SLUG = re.compile(r"[^a-z0-9]+")
 # Decrypted signing secrets by ciphertext, in this process: a changed or re-encrypted secret is
 # a new ciphertext, so an entry never goes stale. Secrets are in memory during calls anyway.
 _decrypted_secrets = {}
-
-
-@dataclass(frozen=True)
-class WebhookReceiver:
-    """The webhook settings of one connector, as read by the route (see ``_webhook_receiver``)."""
-
-    COLUMNS = (
-        "id",
-        "code",
-        "company_id",
-        "webhook_signature",
-        "webhook_paused",
-        "webhook_max_body_kib",
-        "webhook_tolerance",
-        "webhook_secret_encrypted",
-        "webhook_secret_previous_encrypted",
-        "webhook_hmac_header",
-        "webhook_hmac_encoding",
-        "webhook_hmac_prefix",
-        "webhook_hmac_timestamp_header",
-        "webhook_id_header",
-        "webhook_id_path",
-        "webhook_type_header",
-        "webhook_type_path",
-    )
-
-    id: int
-    code: str
-    company_id: int
-    webhook_signature: str
-    webhook_paused: bool
-    webhook_max_body_kib: int
-    webhook_tolerance: int
-    webhook_secret_encrypted: str | None
-    webhook_secret_previous_encrypted: str | None
-    webhook_hmac_header: str | None
-    webhook_hmac_encoding: str | None
-    webhook_hmac_prefix: str | None
-    webhook_hmac_timestamp_header: str | None
-    webhook_id_header: str | None
-    webhook_id_path: str | None
-    webhook_type_header: str | None
-    webhook_type_path: str | None
-
-    @property
-    def max_body_bytes(self):
-        return max(1, self.webhook_max_body_kib or 1024) * 1024
-
-
-# Connector fields whose change must reach the route's cached receivers at once.
-RECEIVER_FIELDS = frozenset(WebhookReceiver.COLUMNS) | {"active"}
-
-
-class WebhookEventUnhandled(Exception):
-    """No handler knows this event type (the event becomes ignored, or failed)."""
-
-
-def json_path_get(document, path):
-    """Value at a dotted ``path`` ("data.object.id", "items.0.sku") in parsed JSON, or None."""
-    value = document
-    for part in (path or "").split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-        if value is None:
-            return None
-    return value
 
 
 class IntegrationConnector(models.Model):
@@ -215,7 +145,7 @@ class IntegrationConnector(models.Model):
     def _compute_webhook_url(self):
         base = self.env["ir.config_parameter"].sudo().get_param("web.base.url", "").rstrip("/")
         for connector in self:
-            connector.webhook_url = f"{base}/integration/webhook/{connector.code}" if connector.code else False
+            connector.webhook_url = f"{base}{WEBHOOK_ROUTE_PREFIX}/{connector.code}" if connector.code else False
 
     def _compute_webhook_stats(self):
         Event = self.env["integration.webhook.event"]

@@ -1,0 +1,30 @@
+"""Constants shared by more than one file of the addon (one place to change them)."""
+
+# Security groups (XML ids).
+USER_GROUP = "integration_hub.group_integration_user"
+MANAGER_GROUP = "integration_hub.group_integration_manager"
+
+# Queue channels, as declared in data/queue_job_data.xml. Jobs are routed by their job
+# function's channel (data, editable in Job Queue); code names a channel only when a
+# connector's configuration asks for one (see integration.connector._job_delay_params).
+CHANNEL_ROOT = "root.integration"
+CHANNEL_OUTBOUND = "root.integration.outbound"
+CHANNEL_WEBHOOK = "root.integration.webhook"
+
+# PostgreSQL advisory lock namespaces (the first key of a two-key lock; the second is
+# the connector id). Distinct values keep the addon's locks from meeting each other.
+LOCK_OAUTH2_REFRESH = 0x1A7E
+LOCK_WEBHOOK_SEQUENTIAL = 0x1A7F
+
+# The inbound webhook route: POST WEBHOOK_ROUTE_PREFIX/<connector code>.
+WEBHOOK_ROUTE_PREFIX = "/integration/webhook"
+# Seconds a sender is told to wait (Retry-After) while a connector's webhooks are paused.
+PAUSED_RETRY_AFTER = 120
+
+# Encryption keys of the secrets: an environment variable, else an option of the
+# configuration file ([options] section); comma-separated Fernet keys, newest first.
+KEYS_ENV_VARIABLE = "INTEGRATION_HUB_ENCRYPTION_KEYS"
+KEYS_CONFIG_OPTION = "integration_hub_encryption_keys"
+
+# The identity key of the webhook dispatcher job (one waits at a time).
+DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
