@@ -79,7 +79,23 @@ class IntegrationSecretMixin(models.AbstractModel):
 
     def write(self, vals):
         self._check_secret_box_for([vals])
-        return super().write(vals)
+        # Writing nothing to a secret (False, None, "", blanks: what a provisioning script
+        # sends over RPC) clears it, as the Clear button does: keeping the old secret
+        # silently would leave a credential the caller meant to remove.
+        cleared = [name for name in self._secret_field_names() if name in vals and not (vals[name] or "").strip()]
+        if cleared:
+            vals = dict(vals)
+            for name in cleared:
+                del vals[name]
+                vals[f"{name}_encrypted"] = False
+            had = {record.id: [n for n in cleared if record.sudo()[f"{n}_encrypted"]] for record in self}
+        result = super().write(vals)
+        if cleared:
+            for record in self:
+                if had[record.id]:
+                    labels = [record._fields[name].string for name in had[record.id]]
+                    record._secret_changed_note(labels, self.env._("cleared"))
+        return result
 
     @api.model
     def _check_secret_box_for(self, vals_list):

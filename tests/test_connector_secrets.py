@@ -65,13 +65,32 @@ class TestConnectorSecrets(IntegrationHubCase):
         self.assertTrue(values["bearer_token_is_set"])
         self.assertNotIn("bt-readback", str(connector.with_user(self.manager).web_read({"bearer_token": {}})))
 
-    def test_empty_input_keeps_secret_and_clear_removes_it(self):
+    def test_other_fields_written_keep_secret_and_clear_removes_it(self):
         connector = self._create_connector(auth_type="bearer", bearer_token="bt-keep-me")
-        connector.write({"bearer_token": False, "name": "Renamed"})
+        connector.write({"name": "Renamed"})
         self.assertEqual(connector._get_secret("bearer_token"), "bt-keep-me")
         connector.with_context(secret_field="bearer_token").action_clear_secret()
         self.assertFalse(connector.bearer_token_is_set)
         self.assertIsNone(connector._get_secret("bearer_token"))
+
+    def test_writing_false_over_rpc_clears_the_secret(self):
+        # A provisioning script's write of False (or "") means "no secret", as Clear does.
+        connector = self._create_connector(auth_type="api_key", api_key="ak-to-clear", bearer_token="bt-to-clear")
+        connector.with_user(self.manager).write({"api_key": False, "bearer_token": "", "name": "Provisioned"})
+        connector.invalidate_recordset()
+        self.assertFalse(connector.api_key_is_set)
+        self.assertFalse(connector.bearer_token_is_set)
+        self.assertIsNone(connector._get_secret("api_key"))
+        self.assertEqual(connector.name, "Provisioned")
+        self.assertIsNone(self._raw(connector, "api_key_encrypted"))
+        note = connector.message_ids[:1].body
+        self.assertIn("API Key, Bearer Token cleared", note)
+        self.assertNotIn("to-clear", str(connector.message_ids.mapped("body")))
+        # Operators still cannot touch secrets, not even to clear them.
+        connector.write({"api_key": "ak-again"})
+        with self.assertRaises(AccessError):
+            connector.with_user(self.operator).write({"api_key": False})
+        self.assertEqual(connector._get_secret("api_key"), "ak-again")
 
     def test_rotated_key_list(self):
         connector = self._create_connector(auth_type="api_key", api_key="ak-rotate-me")
