@@ -1,0 +1,38 @@
+-- integration_hub on a copy of a production database (odoo-bin neutralize): the copy must
+-- neither call partners with production credentials nor take their webhooks.
+
+-- forget every encrypted secret (connector credentials, signing secrets, cached OAuth2
+-- access and refresh tokens): every column named *_encrypted of the addon's tables, so a
+-- secret added later is cleared too
+DO $$
+DECLARE
+    secret record;
+BEGIN
+    FOR secret IN
+        SELECT table_name, column_name
+          FROM information_schema.columns
+         WHERE table_schema = current_schema()
+           AND table_name LIKE 'integration\_%'
+           AND column_name LIKE '%\_encrypted'
+    LOOP
+        EXECUTE format('UPDATE %I SET %I = NULL WHERE %I IS NOT NULL',
+                       secret.table_name, secret.column_name, secret.column_name);
+    END LOOP;
+END $$;
+UPDATE integration_oauth_token
+   SET obtained_at = NULL, expires_at = NULL, refresh_after = NULL;
+
+-- pause every connector's webhooks (senders are answered 503 and keep their deliveries)
+UPDATE integration_connector
+   SET webhook_paused = true;
+
+-- stop recording calls
+UPDATE integration_connector
+   SET debug_until = NULL;
+
+-- nothing queued by the addon runs on the copy: outbound calls, event processing,
+-- dispatchers (its crons are deactivated with every other cron by base)
+UPDATE queue_job
+   SET state = 'cancelled'
+ WHERE state IN ('wait_dependencies', 'pending', 'enqueued')
+   AND model_name LIKE 'integration.%';
