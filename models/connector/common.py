@@ -98,6 +98,7 @@ class IntegrationConnector(models.Model):
 
     @api.constrains("code")
     def _check_code(self):
+        """The code is part of URLs (the webhook route): a lowercase slug of at most 64 characters."""
         for connector in self:
             if not CODE_PATTERN.match(connector.code or "") or len(connector.code) > 64:
                 raise ValidationError(
@@ -110,11 +111,13 @@ class IntegrationConnector(models.Model):
 
     @api.constrains("base_url")
     def _check_urls(self):
+        """The base URL is an absolute http(s) URL without credentials in it."""
         for connector in self:
             connector._validate_http_url(connector.base_url, connector._fields["base_url"].string)
 
     @api.model
     def _validate_http_url(self, url, label):
+        """Raise a ValidationError naming ``label`` unless ``url`` is absolute http(s) without credentials."""
         parts = urlsplit(url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValidationError(
@@ -135,10 +138,12 @@ class IntegrationConnector(models.Model):
 
     @api.constrains("default_headers")
     def _check_default_headers(self):
+        """Default headers are a JSON object of text values, with no credential among them."""
         for connector in self:
             connector._parse_default_headers()
 
     def _parse_default_headers(self):
+        """The default headers as a dict (a clear ValidationError when they are not usable)."""
         if not self.default_headers or not self.default_headers.strip():
             return {}
         try:
@@ -165,6 +170,7 @@ class IntegrationConnector(models.Model):
 
     @api.constrains("verify_tls")
     def _check_verify_tls(self):
+        """Turning TLS verification off is allowed, and logged with who did it."""
         for connector in self.filtered(lambda c: not c.verify_tls):
             _logger.warning(
                 "TLS certificate verification disabled on connector %s (%s) by %s",
@@ -174,6 +180,7 @@ class IntegrationConnector(models.Model):
             )
 
     def copy_data(self, default=None):
+        """A copy gets a free code and a '(copy)' name; secrets are never copied (``copy=False``)."""
         vals_list = super().copy_data(default=default)
         default = default or {}
         for connector, vals in zip(self, vals_list, strict=True):
@@ -184,6 +191,7 @@ class IntegrationConnector(models.Model):
         return vals_list
 
     def _free_copy_code(self):
+        """The first of ``<code>-copy``, ``<code>-copy-2``... that no connector (archived ones included) uses."""
         Connector = self.with_context(active_test=False)
         code, number = f"{self.code}-copy", 1
         while Connector.search_count([("code", "=", code)]):

@@ -87,6 +87,7 @@ class IntegrationConnector(models.Model):
             return self._metrics_query(cr, since)
 
     def _metrics_query(self, cr, since):
+        """Sum the hourly buckets since ``since`` on ``cr``: calls, successes, merged latency histogram."""
         cr.execute(
             """SELECT COALESCE(SUM(calls), 0), COALESCE(SUM(ok), 0),
                       (SELECT array_agg(total ORDER BY position) FROM (
@@ -139,10 +140,12 @@ class IntegrationConnector(models.Model):
         return True
 
     def action_debug_stop(self):
+        """Button: stop recording calls."""
         self.write({"debug_until": False})
         return True
 
     def action_open_errors(self):
+        """Smart button: this connector's errors, new ones first."""
         self.ensure_one()
         action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_error_action")
         action["domain"] = [("connector_id", "=", self.id)]
@@ -150,12 +153,14 @@ class IntegrationConnector(models.Model):
         return action
 
     def action_open_call_logs(self):
+        """Smart button: the calls recorded while debugging."""
         self.ensure_one()
         action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_call_log_action")
         action["domain"] = [("connector_id", "=", self.id)]
         return action
 
     def _test_connection(self):
+        """GET the health path through the call path; store and return status, latency and message."""
         self.ensure_one()
         started = time.monotonic()
         status_code = 0
@@ -237,6 +242,7 @@ class IntegrationConnector(models.Model):
             self._record_debug_call(method, url, response, error, latency_ms, outcome, call_kwargs)
 
     def _record_debug_call(self, method, url, response, error, latency_ms, outcome, call_kwargs):
+        """Keep one exchange in the call log, headers and bodies redacted and truncated."""
         secrets = self._known_secret_values()
         names = self._sensitive_param_names()
         body = call_kwargs.get("json")
@@ -267,6 +273,7 @@ class IntegrationConnector(models.Model):
         self.env["integration.call.log"]._record(values)
 
     def _log_error(self, error, method, url, operation, related, job_uuid, kwargs):
+        """Record a failed call in ``integration.error``: redacted URL, request excerpt and message."""
         secrets = self._known_secret_values()
         names = self._sensitive_param_names()
         request_excerpt = False
