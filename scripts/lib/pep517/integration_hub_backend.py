@@ -58,7 +58,7 @@ def _source_files(src):
     files = []
     for root, dirs, names in os.walk(src):
         dirs[:] = [d for d in dirs if d != "__pycache__" and not d.endswith(".egg-info")]
-        files += [(Path(root) / n).relative_to(src) for n in names if not n.endswith((".pyc", ".pyo"))]
+        files += [(Path(root) / n).relative_to(src) for n in names if not n.endswith((".pyc", ".pyo", ".whl"))]
     return files
 
 
