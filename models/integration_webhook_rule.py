@@ -1,11 +1,9 @@
 import fnmatch
-import json
-from datetime import date, datetime, timezone
 
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..core.jsonpath import json_path_get
+from ..core.jsonpath import field_value, json_path_get
 
 # Field types an event value can be written to without code.
 MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
@@ -235,23 +233,8 @@ class IntegrationWebhookRuleField(models.Model):
     def _value(self, payload):
         value = json_path_get(payload, self.json_path)
         ttype = self.field_id.ttype
-        if value is None:
-            return False
         try:
-            if ttype in ("integer",):
-                return int(value)
-            if ttype in ("float", "monetary"):
-                return float(value)
-            if ttype == "boolean":
-                return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-            if isinstance(value, dict | list):
-                return json.dumps(value)
-            if ttype == "datetime":
-                moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-                return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-            if ttype == "date":
-                return date.fromisoformat(str(value)[:10])
-            return str(value)
+            return field_value(value, ttype)
         except (TypeError, ValueError):
             raise UserError(
                 self.env._(

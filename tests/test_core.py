@@ -1,7 +1,7 @@
 """The plain-Python core, without the ORM."""
 
 import random
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from cryptography.fernet import Fernet
 
@@ -11,6 +11,7 @@ from ..core import circuit, ratelimit
 from ..core.backoff import full_jitter, parse_retry_after, retry_delay
 from ..core.crypto import EncryptionKeyError, SecretBox, SecretDecryptionError, parse_keys
 from ..core.exceptions import IntegrationConnectionError, IntegrationHTTPError, describe_transport_error
+from ..core.jsonpath import field_value, json_path_get
 from ..core.redact import MASK, redact_headers, redact_text, redact_url
 from ..core.urlsafety import UnsafeURLError, address_problem, check_url, resolve
 
@@ -243,3 +244,26 @@ class TestUrlSafety(BaseCase):
             with self.assertRaises(UnsafeURLError):
                 resolve(host, 443)
             self.assertTrue(resolve(host, 443, allow_private=True))
+
+
+class TestJsonValues(BaseCase):
+    def test_paths_reach_objects_and_array_items(self):
+        document = {"data": {"items": [{"sku": "A-1"}, {"sku": "B-2"}]}, "id": 0}
+        self.assertEqual(json_path_get(document, "data.items.1.sku"), "B-2")
+        self.assertEqual(json_path_get(document, "id"), 0)
+        self.assertIsNone(json_path_get(document, "data.items.7.sku"), "past the end")
+        self.assertIsNone(json_path_get(document, "data.missing.sku"))
+        self.assertIsNone(json_path_get(None, "id"), "a body that was not JSON")
+
+    def test_values_converted_per_field_type(self):
+        self.assertEqual(field_value("42", "integer"), 42)
+        self.assertEqual(field_value(2.5, "monetary"), 2.5)
+        self.assertIs(field_value("yes", "boolean"), True)
+        self.assertIs(field_value("no", "boolean"), False)
+        self.assertEqual(field_value({"a": 1}, "text"), '{"a": 1}')
+        self.assertEqual(field_value("2026-12-02T10:00:00+01:00", "datetime"), datetime(2026, 12, 2, 9, 0))
+        self.assertEqual(field_value("2026-12-02T23:59:00Z", "date"), date(2026, 12, 2))
+        self.assertIs(field_value(None, "char"), False)
+        self.assertEqual(field_value(7, "char"), "7")
+        with self.assertRaises(ValueError):
+            field_value("forty-two", "integer")
