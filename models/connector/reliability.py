@@ -94,7 +94,6 @@ class IntegrationConnector(models.Model):
     # Job routing
     job_channel_id = fields.Many2one(
         "queue.job.channel",
-        string="Job Channel",
         help="Run this connector's jobs (queued calls, webhook events) on this channel. Empty: each "
         "job function's own channel (Job Queue > Job Functions), root.integration.* by default.",
     )
