@@ -2,7 +2,7 @@
     "name": "Integration Hub",
     "summary": "Connectors to external APIs with encrypted credentials, signed webhooks, "
     "background syncs, error log and health monitoring",
-    "version": "18.0.1.0.0",
+    "version": "18.0.1.1.0",
     "category": "Integrations",
     "license": "LGPL-3",
     "author": "integration_hub developers",
