@@ -42,6 +42,8 @@ _sessions_lock = threading.Lock()
 
 
 def _get_session(dbname, connector_id, allow_private, verify_tls):
+    """The pooled ``requests.Session`` of a connector in this process (no cookies, no proxy
+    settings from the environment, connections only to addresses URL safety accepts)."""
     # verify_tls is part of the key: requests (< 2.32) reuses a pooled connection opened
     # with verify=False for later verified calls, so the two must never share a pool.
     key = (dbname, connector_id, allow_private, verify_tls)
@@ -235,6 +237,7 @@ class IntegrationConnector(models.Model):
         return response
 
     def _build_url(self, path):
+        """The absolute URL of ``path`` under the base URL, checked before anything is sent."""
         url = self._join_url(path)
         self._check_outbound_url(url)
         return url
@@ -258,6 +261,7 @@ class IntegrationConnector(models.Model):
             ) from None
 
     def _join_url(self, path):
+        """Join ``path`` to the base URL; refuse control characters and any other scheme or host."""
         base = (self.base_url or "").rstrip("/") + "/"
         if not path:
             return base
@@ -285,9 +289,11 @@ class IntegrationConnector(models.Model):
         return url
 
     def _remote_message(self, response):
+        """The start of the remote's answer, redacted, for a message a person reads."""
         return self._redact(response.text or "", limit=REMOTE_MESSAGE_LIMIT)
 
     def _http_error(self, method, url, response):
+        """The typed error of an HTTP error status (or a redirect), with the remote's words and Retry-After."""
         safe_url = redact_url(url, self._sensitive_param_names())
         remote = self._remote_message(response)
         if _is_redirect(response):
@@ -312,6 +318,7 @@ class IntegrationConnector(models.Model):
         )
 
     def _connection_error(self, method, url, exc):
+        """The typed error of a transport failure, with its root cause in words (refused, TLS, timeout)."""
         safe_url = redact_url(url, self._sensitive_param_names())
         if isinstance(exc, requests.exceptions.SSLError):
             reason = self.env._("TLS error (certificate not trusted or handshake failed)")
