@@ -99,6 +99,10 @@ class WebhookEventGaveUp(Exception):
     """A webhook event's transient failures spent the connector's attempts: its job fails."""
 
 
+class JSONNestingError(ValueError):
+    """A JSON text nests arrays and objects deeper than this addon parses (a recursion bomb)."""
+
+
 _ROOT_CAUSES = (
     re.compile(r"certificate verify failed: [^'\")(]+"),
     re.compile(r"\[Errno -?\d+\] [^'\")(]+"),

@@ -8,6 +8,8 @@ import logging
 import re
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
+from .textsafe import clean_text
+
 MASK = "***"
 
 # Header and parameter names that carry credentials or signatures.
@@ -57,7 +59,11 @@ def redact_url(url, extra_names=()):
 
 
 def redact_text(text, secrets=(), limit=None):
-    """Mask every occurrence of the given secret values in ``text``, strip CR/LF, truncate."""
+    """Mask every occurrence of the given secret values in ``text``, strip CR/LF, truncate.
+
+    Also made storable (``textsafe.clean_text``): what is redacted is written somewhere,
+    and a NUL from a sender's value in an error message would fail that write.
+    """
     if text is None:
         return ""
     text = str(text)
@@ -65,7 +71,7 @@ def redact_text(text, secrets=(), limit=None):
     forms = {form for s in secrets if s and len(s) >= 4 for form in (s, quote(s, safe=""), quote_plus(s, safe=""))}
     for secret in sorted(forms, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    text = _CRLF.sub(" ", text)
+    text = clean_text(_CRLF.sub(" ", text))
     if limit and len(text) > limit:
         text = text[:limit] + f"... [{len(text) - limit} more characters]"
     return text

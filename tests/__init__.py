@@ -11,3 +11,4 @@ from . import test_webhook_processing
 from . import test_job_routing
 from . import test_neutralize
 from . import test_tour
+from . import test_webhook_hostile
