@@ -8,6 +8,7 @@ from odoo.http import request
 
 from ..const import PAUSED_RETRY_AFTER, WEBHOOK_ROUTE_PREFIX
 from ..core.exceptions import SignatureError
+from ..core.textsafe import clean_text
 
 _logger = logging.getLogger(__name__)
 
@@ -30,8 +31,8 @@ def too_large_reply(code, limit):
 
 
 def _safe(text, limit=200):
-    """Sender-controlled text fit for one log line."""
-    return _CONTROL.sub(" ", str(text))[:limit]
+    """Sender-controlled text fit for one log line (no control character, no lone surrogate)."""
+    return _CONTROL.sub(" ", clean_text(str(text)))[:limit]
 
 
 class IntegrationWebhookController(http.Controller):

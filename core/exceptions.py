@@ -99,6 +99,10 @@ class WebhookEventGaveUp(Exception):
     """A webhook event's transient failures spent the connector's attempts: its job fails."""
 
 
+class WebhookEventFailed(Exception):
+    """Raised to queue_job instead of a handler's error whose text PostgreSQL cannot store (cleaned)."""
+
+
 class JSONNestingError(ValueError):
     """A JSON text nests arrays and objects deeper than this addon parses (a recursion bomb)."""
 

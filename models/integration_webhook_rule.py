@@ -3,7 +3,8 @@ import fnmatch
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..core.jsonpath import field_value, json_path_get
+from ..core.jsonpath import json_path_get
+from ..core.jsonutil import to_field_value
 
 # Field types an event value can be written to without code.
 MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
@@ -175,7 +176,18 @@ class IntegrationWebhookRule(models.Model):
             self.env[self.model_id.model].with_user(user).with_company(event.company_id).with_context(active_test=False)
         )
         key = self.match_field_id.name
-        external_id = int(external_id) if self.match_field_id.ttype == "integer" else str(external_id)
+        try:
+            external_id = to_field_value(external_id, "integer" if self.match_field_id.ttype == "integer" else "char")
+        except ValueError as exc:
+            raise UserError(
+                self.env._(
+                    "Rule %(rule)s: the external ID %(value)r at %(path)r is not usable (%(reason)s).",
+                    rule=self.name,
+                    value=str(external_id)[:100],
+                    path=self.match_path,
+                    reason=exc,
+                )
+            ) from None
         values = {line.field_id.name: line._value(payload) for line in self.field_ids}
         values[key] = external_id
         found = Model.search([(key, "=", external_id)], limit=2)
@@ -232,16 +244,16 @@ class IntegrationWebhookRuleField(models.Model):
 
     def _value(self, payload):
         value = json_path_get(payload, self.json_path)
-        ttype = self.field_id.ttype
         try:
-            return field_value(value, ttype)
-        except (TypeError, ValueError):
+            return to_field_value(value, self.field_id.ttype)
+        except (TypeError, ValueError) as exc:
             raise UserError(
                 self.env._(
-                    "Field %(field)s: %(value)r at %(path)r is not a valid %(type)s.",
+                    "Field %(field)s: %(value)r at %(path)r is not a valid %(type)s (%(reason)s).",
                     field=self.field_id.field_description,
                     value=str(value)[:100],
                     path=self.json_path,
-                    type=ttype,
+                    type=self.field_id.ttype,
+                    reason=exc,
                 )
             ) from None

@@ -1,5 +1,4 @@
 import hashlib
-import json
 import logging
 import re
 from datetime import timedelta
@@ -10,6 +9,7 @@ from odoo.exceptions import ValidationError
 from ...const import MANAGER_GROUP, WEBHOOK_ROUTE_PREFIX
 from ...core.exceptions import SecretDecryptionError, WebhookEventUnhandled
 from ...core.jsonpath import json_path_get
+from ...core.jsonutil import loads_or_none
 from ...core.signatures import (
     DEFAULT_TOLERANCE,
     PROFILE_ID_HEADER,
@@ -20,12 +20,15 @@ from ...core.signatures import (
     get_header,
     verify,
 )
+from ...core.textsafe import EVENT_TYPE_LIMIT, bounded_text, unique_key
 from ...core.webhook_receiver import RECEIVER_FIELDS, WebhookReceiver
 from ..integration_secret_mixin import secret_fields
 
 _logger = logging.getLogger(__name__)
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# What a connector code can be (see CODE_PATTERN): anything else in a URL is no connector.
+_RECEIVER_CODE = re.compile(r"[a-z0-9_-]{1,64}")
 _TYPE_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -265,8 +268,8 @@ class IntegrationConnector(models.Model):
         One narrow query, cached per worker until a connector's receiving settings change:
         the route is on the senders' clock. Returns a ``WebhookReceiver`` or None.
         """
-        if not code or len(code) > 64:
-            return None
+        if not code or not _RECEIVER_CODE.fullmatch(code):
+            return None  # a NUL or any odd character never reaches SQL
         return self._webhook_receiver_cached(code)
 
     @tools.ormcache("code")
@@ -325,7 +328,7 @@ class IntegrationConnector(models.Model):
         SHA-256 of the body is the id, so a byte-identical delivery is a duplicate.
         """
         profile = receiver.webhook_signature
-        document = _parse_json(body) if _wants_json(receiver, profile) else None
+        document = loads_or_none(body) if _wants_json(receiver, profile) else None
         event_id = _first_text(
             _header_value(headers, receiver.webhook_id_header),
             json_path_get(document, receiver.webhook_id_path) if receiver.webhook_id_path else None,
@@ -340,7 +343,8 @@ class IntegrationConnector(models.Model):
             _header_value(headers, PROFILE_TYPE_HEADER.get(profile)),
             json_path_get(document, PROFILE_TYPE_JSON_PATH[profile]) if profile in PROFILE_TYPE_JSON_PATH else None,
         )
-        return event_id[:255], (event_type or "")[:128]
+        # Storable and bounded; a cleaned or shortened id keeps a digest of the id as sent.
+        return unique_key(event_id), bounded_text(event_type, EVENT_TYPE_LIMIT)
 
     # ------------------------------------------------------------------------------
     # Processing (in the event's queue job)
@@ -391,13 +395,6 @@ def _wants_json(connector, profile):
         or profile in PROFILE_ID_JSON_PATH
         or profile in PROFILE_TYPE_JSON_PATH
     )
-
-
-def _parse_json(body):
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
 
 
 def _header_value(headers, name):

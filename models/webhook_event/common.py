@@ -1,10 +1,11 @@
-import json
 import logging
 import operator as py_operator
 from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
+
+from ...core.jsonutil import loads, payload_bytes, pretty, pretty_payload
 
 _logger = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ class IntegrationWebhookEvent(models.Model):
     @api.depends("payload", "payload_is_base64", "headers")
     def _compute_pretty(self):
         for event in self:
-            event.payload_pretty = _pretty(event.payload) if not event.payload_is_base64 else event.payload
-            event.headers_pretty = _pretty(event.headers)
+            event.payload_pretty = pretty_payload(event.payload, event.payload_is_base64)
+            event.headers_pretty = pretty(event.headers)
 
     def _compute_duplicates(self):
         Counter = self.env["integration.webhook.duplicate"].sudo()
@@ -189,12 +190,11 @@ class IntegrationWebhookEvent(models.Model):
         return self.action_retry()
 
     def _payload_json(self):
-        """The payload parsed as JSON; a clear error when it is not JSON."""
+        """The payload parsed as JSON (``core/jsonutil.py``: depth bounded, text made storable,
+        a body that is not UTF-8 read with U+FFFD); a clear error when it is not JSON."""
         self.ensure_one()
-        if self.payload_is_base64:
-            raise UserError(self.env._("Event %s: the payload is binary, not JSON.", self.display_name))
         try:
-            return json.loads(self.payload or "")
+            return loads(payload_bytes(self.payload, self.payload_is_base64), clean=True)
         except ValueError as exc:
             raise UserError(
                 self.env._(
@@ -241,15 +241,6 @@ class IntegrationWebhookEvent(models.Model):
             events.unlink()
         _logger.info("Purged %d processed webhook event(s)", total)
         return total
-
-
-def _pretty(text):
-    if not text:
-        return text
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=False)
-    except ValueError:
-        return text
 
 
 def _notification(env, message):

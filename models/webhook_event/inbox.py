@@ -1,4 +1,3 @@
-import base64
 import hashlib
 import json
 import logging
@@ -10,7 +9,9 @@ from odoo import api, fields, models
 
 from ...const import DISPATCH_IDENTITY_KEY
 from ...core.autocommit import AutocommitPool
+from ...core.jsonutil import payload_text
 from ...core.redact import redact_headers, redact_text
+from ...core.textsafe import EVENT_TYPE_LIMIT, bounded_text, clean_text, unique_key
 from ..integration_connector_state import connect, state_cursor
 
 _logger = logging.getLogger(__name__)
@@ -127,14 +128,15 @@ class IntegrationWebhookEvent(models.Model):
         :return: ``(event id, True)`` when stored now, ``(event id, False)`` for a duplicate
             of an event already stored (not stored again; counted, and no new processing job)
         """
-        payload, is_base64 = _payload_text(body)
+        payload, is_base64 = payload_text(body)  # base64 unless PostgreSQL can store it as text
         values = {
             "connector_id": connector.id,
             "company_id": connector.company_id,
-            "event_id": event_id,
-            "event_type": event_type or None,
+            # Sender-chosen text made storable and bounded (unchanged when already so).
+            "event_id": unique_key(event_id),
+            "event_type": bounded_text(event_type, EVENT_TYPE_LIMIT) or None,
             "signed_at": fields.Datetime.to_string(signed_at) if signed_at else None,
-            "remote_addr": (remote_addr or "")[:64] or None,
+            "remote_addr": clean_text(remote_addr or "")[:64] or None,
             "headers": json.dumps(_kept_headers(connector, headers), sort_keys=True),
             "payload": payload,
             "payload_is_base64": is_base64,
@@ -211,13 +213,6 @@ class IntegrationWebhookEvent(models.Model):
             cr.execute(query, [connector_id, event_id, payload_hash])
             row = cr.fetchone()
         return row and row[0]
-
-
-def _payload_text(body):
-    try:
-        return body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return base64.b64encode(body).decode(), True
 
 
 def _kept_headers(connector, headers):

@@ -7,8 +7,9 @@ from odoo.addons.queue_job.exception import RetryableJobError
 
 from ...const import LOCK_WEBHOOK_SEQUENTIAL
 from ...core import backoff
-from ...core.exceptions import WebhookEventGaveUp, WebhookEventUnhandled
+from ...core.exceptions import WebhookEventFailed, WebhookEventGaveUp, WebhookEventUnhandled
 from ...core.redact import redact_text
+from ...core.textsafe import clean_text, is_storable
 
 WAITING_STATES = ("received", "queued", "processing")
 
@@ -69,20 +70,25 @@ class IntegrationWebhookEvent(models.Model):
                 if inline:
                     return str(exc)
                 raise WebhookEventGaveUp(
-                    self.env._("%(error)s (gave up after %(max)s attempts)", error=exc, max=max_attempts)
+                    self.env._(
+                        "%(error)s (gave up after %(max)s attempts)", error=clean_text(str(exc)), max=max_attempts
+                    )
                 ) from None
             seconds = exc.seconds or backoff.retry_delay(
                 job_attempt - 1, connector.retry_backoff_base, connector.retry_backoff_cap, rng=backoff.jitter_random
             )
             event._fail(exc, attempt, permanent=False)
             raise RetryableJobError(
-                str(exc), seconds=max(1, math.ceil(seconds)), ignore_retry=exc.ignore_retry
+                clean_text(str(exc)), seconds=max(1, math.ceil(seconds)), ignore_retry=exc.ignore_retry
             ) from None
         except Exception as exc:
             event._fail(exc, attempt, permanent=True, inline=inline)
             if inline:
                 return str(exc)
-            raise
+            if is_storable(traceback.format_exc()):  # what queue_job stores of the failure
+                raise
+            # A message quoting a NUL from the payload would fail queue_job's own write.
+            raise WebhookEventFailed(clean_text(f"{type(exc).__name__}: {exc}")) from None
         note, record = _outcome(outcome)
         event._finish("done", note, attempt, record)
         return note or self.env._("done")
@@ -188,4 +194,4 @@ def _outcome(outcome):
         return (record.display_name if record else None), (record or None)
     if outcome is None:
         return None, None
-    return str(outcome), None
+    return clean_text(str(outcome)), None  # a handler's note may quote the payload
