@@ -1,4 +1,4 @@
-"""JSON from senders: parsed with bounds, converted for fields, stored and shown as sent.
+"""JSON from senders: parsed with bounds, stored and shown as sent.
 
 A webhook body is verified before it is parsed, but a verified body can still be hostile
 or merely odd; what this module does with each kind (the README's table "Hostile input"
@@ -16,14 +16,14 @@ lists the outcomes):
   from what the sender sent, see ``textsafe.unique_key``); ``loads(..., clean=True)``
   replaces them for code that writes the values (processing).
 
-Dotted paths into the parsed document: ``core/jsonpath.py``. Plain Python: no Odoo imports.
+Dotted paths into the parsed document and its values as field values: ``core/jsonpath.py``.
+Plain Python: no Odoo imports.
 """
 
 import base64
 import json
 import math
 import re
-from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from .exceptions import JSONNestingError
@@ -33,8 +33,6 @@ from .textsafe import clean_text, is_storable
 # below Python's recursion limit (json's parser recurses once per level, and so does
 # pretty-printing); the same bound as serde_json's default.
 MAX_DEPTH = 128
-# Odoo's integer fields are PostgreSQL int4.
-INTEGER_RANGE = (-(2**31), 2**31 - 1)
 
 _STRING = re.compile(r'"(?:[^"\\]|\\[\s\S])*"')
 _BRACKET = re.compile(r"[\[\]{}]")
@@ -131,52 +129,6 @@ def _cleaned(document):
             container[key] = cleaned
             stack.extend((cleaned, i) for i, v in enumerate(cleaned) if isinstance(v, dict | list))
     return root[0]
-
-
-def to_field_value(value, ttype):
-    """A JSON value converted for an Odoo field of type ``ttype``, ready to be written.
-
-    None gives False (the field is emptied). Text is cleaned (``textsafe.clean_text``);
-    numbers must fit the column: integers in PostgreSQL's int4, floats finite.
-
-    :raises ValueError: the value cannot be one of ``ttype`` (the message says why)
-    """
-    if value is None:
-        return False
-    if ttype == "integer":
-        return _to_integer(value)
-    if ttype in ("float", "monetary"):
-        number = float(value) if not isinstance(value, dict | list) else None
-        if number is None or not math.isfinite(number):
-            raise ValueError("not a finite number")
-        return number
-    if ttype == "boolean":
-        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str)  # ASCII: every NUL or surrogate escaped
-    if isinstance(value, str) and not is_storable(value):
-        value = clean_text(value)
-    if ttype == "datetime":
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-    if ttype == "date":
-        return date.fromisoformat(str(value)[:10])
-    return str(value)
-
-
-def _to_integer(value):
-    low, high = INTEGER_RANGE
-    if isinstance(value, dict | list):
-        raise ValueError("not a number")
-    if isinstance(value, str):
-        value = int(value)  # ValueError past 4300 digits too
-    finite = value.is_finite() if isinstance(value, Decimal) else not isinstance(value, float) or math.isfinite(value)
-    if not finite:
-        raise ValueError("not a finite number")
-    # Compared before converting: int(Decimal("1e999999999")) would build a billion digits.
-    if not low <= value <= high:
-        raise ValueError(f"out of the integer range {low} to {high}")
-    return int(value)
 
 
 def payload_text(body):

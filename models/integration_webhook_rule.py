@@ -3,8 +3,7 @@ import fnmatch
 from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..core.jsonpath import json_path_get
-from ..core.jsonutil import to_field_value
+from ..core.jsonpath import field_value, json_path_get
 
 # Field types an event value can be written to without code.
 MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
@@ -177,8 +176,8 @@ class IntegrationWebhookRule(models.Model):
         )
         key = self.match_field_id.name
         try:
-            external_id = to_field_value(external_id, "integer" if self.match_field_id.ttype == "integer" else "char")
-        except ValueError as exc:
+            external_id = field_value(external_id, "integer" if self.match_field_id.ttype == "integer" else "char")
+        except (TypeError, ValueError) as exc:
             raise UserError(
                 self.env._(
                     "Rule %(rule)s: the external ID %(value)r at %(path)r is not usable (%(reason)s).",
@@ -245,7 +244,7 @@ class IntegrationWebhookRuleField(models.Model):
     def _value(self, payload):
         value = json_path_get(payload, self.json_path)
         try:
-            return to_field_value(value, self.field_id.ttype)
+            return field_value(value, self.field_id.ttype)
         except (TypeError, ValueError) as exc:
             raise UserError(
                 self.env._(

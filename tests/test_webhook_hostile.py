@@ -25,7 +25,7 @@ from odoo.addons.queue_job.exception import RetryableJobError
 
 from ..const import DISPATCH_IDENTITY_KEY, KEYS_ENV_VARIABLE
 from ..core.exceptions import JSONNestingError
-from ..core.jsonpath import json_path_get
+from ..core.jsonpath import field_value, json_path_get
 from ..core.jsonutil import (
     MAX_DEPTH,
     loads,
@@ -35,7 +35,6 @@ from ..core.jsonutil import (
     payload_text,
     pretty,
     pretty_payload,
-    to_field_value,
 )
 from ..core.redact import redact_text
 from ..core.textsafe import EVENT_ID_LIMIT, bounded_text, clean_text, is_storable, unique_key
@@ -116,14 +115,14 @@ class TestHostileTextAndJSON(BaseCase):
             self.assertIsNone(json_path_get(document, path), path)
 
     def test_field_values_fit_their_columns(self):
-        self.assertEqual(to_field_value("A\x00B", "char"), "A\ufffdB")
-        self.assertEqual(to_field_value(Decimal("9" * 5000), "char"), "9" * 5000)
-        self.assertEqual(to_field_value(Decimal("1e400"), "char"), "1E+400")
-        as_text = to_field_value({"a": "\x00", "n": Decimal("1e400")}, "text")
+        self.assertEqual(field_value("A\x00B", "char"), "A\ufffdB")
+        self.assertEqual(field_value(Decimal("9" * 5000), "char"), "9" * 5000)
+        self.assertEqual(field_value(Decimal("1e400"), "char"), "1E+400")
+        as_text = field_value({"a": "\x00", "n": Decimal("1e400")}, "text")
         self.assertEqual(as_text, '{"a": "\\u0000", "n": "1E+400"}')
-        self.assertEqual(to_field_value(" 42 ", "integer"), 42)
-        self.assertEqual(to_field_value(2.5, "float"), 2.5)
-        self.assertIs(to_field_value(None, "char"), False)
+        self.assertEqual(field_value(" 42 ", "integer"), 42)
+        self.assertEqual(field_value(2.5, "float"), 2.5)
+        self.assertIs(field_value(None, "char"), False)
         for value, ttype, reason in (
             (Decimal("1e400"), "float", "not a finite number"),
             (float("inf"), "monetary", "not a finite number"),
@@ -136,7 +135,7 @@ class TestHostileTextAndJSON(BaseCase):
             ("2024-13-01\x00", "date", "month"),
         ):
             with self.subTest(value=str(value)[:20], ttype=ttype), self.assertRaisesRegex(ValueError, reason):
-                to_field_value(value, ttype)
+                field_value(value, ttype)
 
     def test_payload_kept_as_signed(self):
         for body, as_text in (
