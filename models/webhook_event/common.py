@@ -46,7 +46,9 @@ class IntegrationWebhookEvent(models.Model):
     signed_at = fields.Datetime(readonly=True, help="The timestamp the sender signed, if any.")
     remote_addr = fields.Char(string="Sender Address", readonly=True)
     headers = fields.Text(readonly=True, help="Selected request headers, signatures masked.")
-    payload = fields.Text(readonly=True, help="The body as received (base64 when it is not UTF-8 text).")
+    payload = fields.Text(
+        readonly=True, help="The body as received (base64 when it is not UTF-8 text or holds a NUL byte)."
+    )
     payload_is_base64 = fields.Boolean(readonly=True)
     payload_size = fields.Integer(string="Size (bytes)", readonly=True)
     payload_hash = fields.Char(
