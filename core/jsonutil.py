@@ -34,7 +34,10 @@ from .textsafe import clean_text, is_storable
 # pretty-printing); the same bound as serde_json's default.
 MAX_DEPTH = 128
 
-_STRING = re.compile(r'"(?:[^"\\]|\\[\s\S])*"')
+# A JSON string, or an unterminated one up to the end: a match never fails once started,
+# so the scan stays linear whatever the text (a pattern that could fail would be tried
+# again from every later quote: quadratic on a body of escaped quotes).
+_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
 _BRACKET = re.compile(r"[\[\]{}]")
 # A JSON escape of NUL or of a UTF-16 surrogate: the only ways such a character gets into
 # a parsed string (a raw NUL byte in a string is invalid JSON).

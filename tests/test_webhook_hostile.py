@@ -84,7 +84,15 @@ class TestHostileTextAndJSON(BaseCase):
         text = json.dumps({"s": "[" * 1000 + '\\"' + "{" * 1000})
         self.assertFalse(nesting_depth_exceeds(text))
         self.assertEqual(loads(text)["s"][:3], "[[[")
-        self.assertTrue(nesting_depth_exceeds('"]]]' + "[" * 200), "never too low for text json would read")
+        self.assertTrue(nesting_depth_exceeds('["a\\\\",' + "[" * 200), "a string can end in an escaped backslash")
+        self.assertFalse(nesting_depth_exceeds('"' + "[" * 200), "an unterminated string: json stops there")
+        # Linear whatever the text: 400,000 escaped quotes and brackets in an unterminated string.
+        started = time.monotonic()
+        for tail in ("", "\\"):
+            hostile = '"' + '\\"[' * 200000 + tail
+            self.assertFalse(nesting_depth_exceeds(hostile))
+            self.assertIsNone(loads_or_none(hostile))
+        self.assertLess(time.monotonic() - started, 5, "a quadratic scan takes hours on this")
         self.assertTrue(issubclass(JSONNestingError, ValueError))
 
     def test_numbers_beyond_float_and_int_limits_parse_exactly(self):
