@@ -129,3 +129,15 @@ def describe_transport_error(exc):
         if match:
             return match.group(0).strip().rstrip(".,;:")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class IntegrationReconnectNeededError(IntegrationAuthError):
+    """An authorization-code connector has no usable grant: a manager must press Connect."""
+
+
+class OAuth2StateError(IntegrationAuthError):
+    """An authorization callback whose ``state`` is unknown, used, expired or from another session."""
+
+
+class AssertionKeyError(IntegrationConfigError):
+    """The JWT signing key cannot be read or does not fit the chosen algorithm."""

@@ -1,4 +1,5 @@
 from . import test_core
+from . import test_auth_core
 from . import test_signatures
 from . import test_connector_auth
 from . import test_connector_secrets
