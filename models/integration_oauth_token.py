@@ -2,13 +2,18 @@ from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import AccessError
+from odoo.tools import consteq
 
 from ..const import MANAGER_GROUP
+from ..core.exceptions import OAuth2StateError
+from ..core.pkce import code_challenge, make_state, make_verifier, state_hash
 from .integration_secret_mixin import secret_fields
 
 # Refresh this long before the announced expiry (or half the lifetime of short tokens),
 # so that a token is never sent in the last seconds of its life.
 REFRESH_MARGIN_SECONDS = 60
+# How long a manager has, from Connect, to come back from the provider's consent page.
+AUTHORIZATION_TIMEOUT_MINUTES = 10
 
 
 class IntegrationOauthToken(models.Model):
@@ -18,6 +23,11 @@ class IntegrationOauthToken(models.Model):
     the connector's configuration row, and so that every worker and server on the
     database reuses one token. ``refresh_token`` is there for grants that have one
     (authorization code); client credentials leave it empty.
+
+    For the authorization code grant the row also holds the authorization in progress
+    (``pending_*``: the hash of ``state``, the encrypted PKCE verifier, who started it,
+    from which session, until when; used once, then cleared) and the connection's state
+    as the connector form shows it (connected, reconnect needed, and why).
     """
 
     _name = "integration.oauth.token"
@@ -35,6 +45,21 @@ class IntegrationOauthToken(models.Model):
     obtained_at = fields.Datetime(readonly=True)
     expires_at = fields.Datetime(readonly=True, help="Empty when the server did not say (used until refused).")
     refresh_after = fields.Datetime(readonly=True)
+    # Authorization code grant: the connection as the manager sees it.
+    connection_state = fields.Selection(
+        [("disconnected", "Not Connected"), ("connected", "Connected"), ("reconnect", "Reconnect Needed")],
+        default="disconnected",
+        required=True,
+        readonly=True,
+    )
+    connection_message = fields.Char(readonly=True, help="The outcome of the last Connect, refresh or Disconnect.")
+    connected_at = fields.Datetime(readonly=True)
+    # The authorization in progress (between Connect and the provider's redirect back).
+    pending_state_hash = fields.Char(readonly=True, index="btree_not_null", copy=False)
+    pending_verifier, pending_verifier_encrypted, pending_verifier_is_set = secret_fields("PKCE Verifier")
+    pending_user_id = fields.Many2one("res.users", readonly=True, ondelete="set null")
+    pending_session_hash = fields.Char(readonly=True, copy=False)
+    pending_expires_at = fields.Datetime(readonly=True)
 
     _sql_constraints = [
         ("connector_uniq", "unique(connector_id)", "A connector has one cached OAuth2 token."),
@@ -56,7 +81,8 @@ class IntegrationOauthToken(models.Model):
         """Drop the access token only; a refresh token, when there is one, stays."""
         self.write({"access_token_encrypted": False, "obtained_at": False, "expires_at": False, "refresh_after": False})
 
-    def _clear(self):
+    def _clear(self, connection_state="disconnected", message=False):
+        """Drop access and refresh tokens (an authorization in progress stays)."""
         self.write(
             {
                 "access_token_encrypted": False,
@@ -66,16 +92,94 @@ class IntegrationOauthToken(models.Model):
                 "obtained_at": False,
                 "expires_at": False,
                 "refresh_after": False,
+                "connection_state": connection_state,
+                "connection_message": message,
+                "connected_at": False,
             }
         )
 
     def action_forget(self):
-        """Button (managers): drop the cached token; the next call fetches a new one."""
+        """Button (managers): drop the cached token; the next call fetches a new one
+        (an authorization-code connector needs Connect again)."""
         self.check_access("read")
         if not self.env.user.has_group(MANAGER_GROUP):
             raise AccessError(self.env._("Only integration managers can forget OAuth2 tokens."))
-        self.sudo()._clear()
+        self.sudo()._clear(message=self.env._("Tokens forgotten by %s.", self.env.user.name))
         return True
+
+    # Authorization code grant: Connect -> provider -> callback.
+
+    def _authorization_begin(self, user, session_binding):
+        """Start an authorization for ``user`` in the session ``session_binding`` names.
+
+        Replaces one in progress (one at a time per connector: the newest Connect wins).
+        :return: ``(state, code_challenge)`` for the authorization URL; only their hash
+            and the encrypted verifier are kept
+        """
+        self.ensure_one()
+        state, verifier = make_state(), make_verifier()
+        self.write(
+            {
+                "pending_state_hash": state_hash(state),
+                "pending_user_id": user.id,
+                "pending_session_hash": session_binding,
+                "pending_expires_at": fields.Datetime.now() + timedelta(minutes=AUTHORIZATION_TIMEOUT_MINUTES),
+            }
+        )
+        self._set_secret("pending_verifier", verifier)
+        return state, code_challenge(verifier)
+
+    @api.model
+    def _authorization_pending(self, state):
+        """The row waiting for ``state``; OAuth2StateError when none is."""
+        token = self.search([("pending_state_hash", "=", state_hash(state))], limit=1) if state else self.browse()
+        if not token:
+            raise OAuth2StateError(
+                self.env._(
+                    "This authorization answer does not match any Connect in progress (unknown or already used "
+                    "state). Open the connector and press Connect again."
+                )
+            )
+        return token
+
+    def _authorization_check(self, user, session_binding):
+        """Refuse an answer brought back by another user or browser session than the one
+        that pressed Connect (a forged or stolen redirect); the pending authorization stays."""
+        self.ensure_one()
+        if self.pending_user_id != user or not consteq(self.pending_session_hash or "", session_binding or ""):
+            raise OAuth2StateError(
+                self.env._(
+                    "This authorization answer belongs to another session (state does not match). "
+                    "Press Connect again from the connector, in this browser."
+                )
+            )
+
+    def _authorization_consume(self):
+        """The PKCE verifier of the pending authorization, forgotten at once (single use).
+
+        :return: the verifier, or None when the authorization waited too long
+        """
+        self.ensure_one()
+        expired = not self.pending_expires_at or self.pending_expires_at < fields.Datetime.now()
+        verifier = None if expired else self._get_secret("pending_verifier")
+        self.write(self._pending_cleared())
+        return verifier
+
+    @api.model
+    def _pending_cleared(self):
+        return {
+            "pending_state_hash": False,
+            "pending_verifier_encrypted": False,
+            "pending_user_id": False,
+            "pending_session_hash": False,
+            "pending_expires_at": False,
+        }
+
+    def _set_connection(self, connection_state, message):
+        values = {"connection_state": connection_state, "connection_message": message}
+        if connection_state == "connected":
+            values["connected_at"] = fields.Datetime.now()
+        self.write(values)
 
     def _is_usable(self):
         self.ensure_one()
