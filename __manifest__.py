@@ -18,6 +18,7 @@
         "views/integration_error_views.xml",
         "views/integration_call_log_views.xml",
         "views/integration_webhook_event_views.xml",
+        "views/integration_oauth2_templates.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
         "views/menus.xml",
     ],

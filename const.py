@@ -18,6 +18,14 @@ LOCK_WEBHOOK_SEQUENTIAL = 0x1A7F
 
 # The inbound webhook route: POST WEBHOOK_ROUTE_PREFIX/<connector code>.
 WEBHOOK_ROUTE_PREFIX = "/integration/webhook"
+# OAuth2 authorization code grant: Connect leads to OAUTH2_CONNECT_ROUTE_PREFIX/<connector
+# id>, which redirects to the provider; the provider redirects back to the callback, the
+# redirect URI a manager registers at the provider (<web.base.url> + this path).
+OAUTH2_CONNECT_ROUTE_PREFIX = "/integration/oauth2/connect"
+OAUTH2_CALLBACK_ROUTE = "/integration/oauth2/callback"
+# RFC 7523: the grant type of a JWT bearer assertion exchanged at a token endpoint.
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
 # Seconds a sender is told to wait (Retry-After) while a connector's webhooks are paused.
 PAUSED_RETRY_AFTER = 120
 

@@ -7,6 +7,7 @@ from odoo.http import request
 from odoo.tools import consteq
 from odoo.tools.misc import hmac
 
+from ..const import OAUTH2_CALLBACK_ROUTE, OAUTH2_CONNECT_ROUTE_PREFIX
 from ..core.exceptions import OAuth2StateError
 from ..core.redact import QueryStringRedactingFilter
 
@@ -15,8 +16,7 @@ _logger = logging.getLogger(__name__)
 # lines at INFO, so mask sensitive query parameters there (``code`` is one).
 logging.getLogger("werkzeug").addFilter(QueryStringRedactingFilter())
 
-OAUTH2_CONNECT_ROUTE = "/integration/oauth2/connect/<int:connector_id>"
-OAUTH2_CALLBACK_ROUTE = "/integration/oauth2/callback"
+OAUTH2_CONNECT_ROUTE = f"{OAUTH2_CONNECT_ROUTE_PREFIX}/<int:connector_id>"
 SESSION_BINDING_SCOPE = "integration_hub.oauth2_session"
 
 
@@ -54,5 +54,7 @@ class IntegrationOAuth2Controller(http.Controller):
             )
         except OAuth2StateError as exc:
             _logger.warning("OAuth2 callback refused for user %s: %s", request.env.user.login, exc)
-            return request.render("integration_hub.integration_oauth2_callback_error", {"message": str(exc)}, status=400)
+            return request.render(
+                "integration_hub.integration_oauth2_callback_error", {"message": str(exc)}, status=400
+            )
         return request.redirect(f"/odoo/integration.connector/{connector.id}")

@@ -21,7 +21,31 @@ class IntegrationConfigError(IntegrationError):
 
 
 class IntegrationAuthError(IntegrationError):
-    """Credentials were refused or a token could not be obtained."""
+    """Credentials were refused or a token could not be obtained.
+
+    ``oauth2_error`` is the token endpoint's error code when it gave one (RFC 6749 5.2:
+    ``invalid_grant``, ``invalid_client``...).
+    """
+
+    def __init__(self, message, oauth2_error=None):
+        super().__init__(message)
+        self.oauth2_error = oauth2_error
+
+
+class IntegrationReconnectNeededError(IntegrationAuthError):
+    """An authorization-code connector holds no usable grant: a manager must press Connect.
+
+    ``refused`` is true when the provider has just refused the stored refresh token (the
+    connector then forgets it and shows "reconnect needed").
+    """
+
+    def __init__(self, message, refused=False):
+        super().__init__(message, oauth2_error="invalid_grant" if refused else None)
+        self.refused = refused
+
+
+class AssertionKeyError(IntegrationConfigError):
+    """The JWT signing key cannot be read or does not fit the chosen algorithm."""
 
 
 class IntegrationConnectionError(IntegrationError):
@@ -107,6 +131,10 @@ class JSONNestingError(ValueError):
     """A JSON text nests arrays and objects deeper than this addon parses (a recursion bomb)."""
 
 
+class OAuth2StateError(Exception):
+    """An authorization answer whose ``state`` is unknown, used, or from another session or user."""
+
+
 _ROOT_CAUSES = (
     re.compile(r"certificate verify failed: [^'\")(]+"),
     re.compile(r"\[Errno -?\d+\] [^'\")(]+"),
@@ -129,15 +157,3 @@ def describe_transport_error(exc):
         if match:
             return match.group(0).strip().rstrip(".,;:")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class IntegrationReconnectNeededError(IntegrationAuthError):
-    """An authorization-code connector has no usable grant: a manager must press Connect."""
-
-
-class OAuth2StateError(IntegrationAuthError):
-    """An authorization callback whose ``state`` is unknown, used, expired or from another session."""
-
-
-class AssertionKeyError(IntegrationConfigError):
-    """The JWT signing key cannot be read or does not fit the chosen algorithm."""

@@ -154,12 +154,16 @@ class IntegrationOauthToken(models.Model):
                 )
             )
 
-    def _authorization_consume(self):
+    def _authorization_consume(self, state):
         """The PKCE verifier of the pending authorization, forgotten at once (single use).
 
+        Read again here, on the cursor that clears it: of two answers bringing the same
+        ``state`` back, one gets the verifier, the other an OAuth2StateError.
         :return: the verifier, or None when the authorization waited too long
         """
         self.ensure_one()
+        if not state or self.pending_state_hash != state_hash(state):
+            raise OAuth2StateError(self.env._("This authorization answer was already used. Press Connect again."))
         expired = not self.pending_expires_at or self.pending_expires_at < fields.Datetime.now()
         verifier = None if expired else self._get_secret("pending_verifier")
         self.write(self._pending_cleared())

@@ -3,6 +3,7 @@
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import socket
 import ssl
@@ -188,6 +189,36 @@ def _self_signed_certificate(directory):
             )
         )
     return cert_path, key_path
+
+
+class CaptureAll(logging.Handler):
+    """Keeps every formatted line it sees (see ``capture_logs``)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+
+def capture_logs(test, names=(ADDON_LOGGER, "urllib3", "requests")):
+    """Every line logged for the rest of ``test``, these loggers opened down to DEBUG:
+    the haystack in which tests look for secrets that must not be there."""
+    handler = CaptureAll()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    test.addCleanup(root.removeHandler, handler)
+    for name in names:
+        logger = logging.getLogger(name)
+        test.addCleanup(logger.setLevel, logger.level)
+        logger.setLevel(logging.DEBUG)
+    return handler
 
 
 @contextmanager

@@ -35,9 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from ..const import JWT_BEARER_GRANT
 from .common import LocalServer, Reply
-
-JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 class JWTRejected(Exception):
@@ -48,10 +47,11 @@ def _b64decode(segment):
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def verify_jwt(token, algorithm, key, *, issuer=None, subject=None, audience=None, now=None):
-    """Claims of ``token`` once its signature, algorithm, times and named claims check out.
+def verify_jwt(token, algorithm, key, expected=None, now=None):
+    """Claims of ``token`` once its signature, algorithm, times and ``expected`` claims check out.
 
     :param key: the shared secret (bytes) for HS256, the public key for RS256 / ES256
+    :param expected: claim values that must match, e.g. ``{"iss": ..., "aud": ...}``
     :raises JWTRejected: saying what is wrong
     """
     try:
@@ -88,9 +88,9 @@ def verify_jwt(token, algorithm, key, *, issuer=None, subject=None, audience=Non
         raise JWTRejected("issued in the future")
     if not claims.get("jti"):
         raise JWTRejected("no jti")
-    for name, expected in (("iss", issuer), ("sub", subject), ("aud", audience)):
-        if expected is not None and claims.get(name) != expected:
-            raise JWTRejected(f"{name} is {claims.get(name)!r}, expected {expected!r}")
+    for name, value in (expected or {}).items():
+        if claims.get(name) != value:
+            raise JWTRejected(f"{name} is {claims.get(name)!r}, expected {value!r}")
     return claims
 
 
@@ -290,7 +290,7 @@ class OAuth2Provider:
         return body
 
     def _verify_assertion(self, token):
-        claims = verify_jwt(token, self.jwt_algorithm, self.jwt_key, **self.jwt_claims)
+        claims = verify_jwt(token, self.jwt_algorithm, self.jwt_key, self.jwt_claims)
         with self._lock:
             if self.jwt_unique_jti and any(seen["jti"] == claims["jti"] for _t, seen in self.assertions):
                 raise JWTRejected("jti replayed")

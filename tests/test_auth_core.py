@@ -80,7 +80,7 @@ class TestJwtAssertion(BaseCase):
 
     def test_hs256_verifies_with_the_shared_secret(self):
         token = self._assertion("HS256", "a-shared-secret-of-32-bytes-len!", extra={"scope": "orders"})
-        claims = verify_jwt(token, "HS256", b"a-shared-secret-of-32-bytes-len!", issuer="odoo", subject="svc@odoo")
+        claims = verify_jwt(token, "HS256", b"a-shared-secret-of-32-bytes-len!", {"iss": "odoo", "sub": "svc@odoo"})
         self.assertEqual(claims["aud"], "https://partner.test/token")
         self.assertEqual(claims["scope"], "orders")
         self.assertEqual(claims["exp"] - claims["iat"], 300)
@@ -92,7 +92,7 @@ class TestJwtAssertion(BaseCase):
     def test_rs256_verifies_with_the_public_key(self):
         private_pem, public_key = rsa_key_pair()
         token = self._assertion("RS256", private_pem)
-        self.assertEqual(verify_jwt(token, "RS256", public_key, audience="https://partner.test/token")["iss"], "odoo")
+        self.assertEqual(verify_jwt(token, "RS256", public_key, {"aud": "https://partner.test/token"})["iss"], "odoo")
         _other_pem, other_public = rsa_key_pair()
         with self.assertRaisesRegex(JWTRejected, "bad signature"):
             verify_jwt(token, "RS256", other_public)

@@ -1,7 +1,6 @@
 """Secrets: encrypted at rest, write-only, rotated, and never in logs or messages."""
 
 import base64
-import logging
 from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet
@@ -10,7 +9,7 @@ from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
 from ..core.exceptions import IntegrationError
-from .common import KEY_A, KEY_B, IntegrationHubCase, Reply, encryption_keys
+from .common import KEY_A, KEY_B, IntegrationHubCase, Reply, capture_logs, encryption_keys
 
 # Not URL-safe on purpose: they must be masked in their encoded forms too.
 SECRET_VALUES = {
@@ -19,15 +18,6 @@ SECRET_VALUES = {
     "basic_password": "pw Secret:0003&",
     "oauth2_client_secret": "cs+Secret/0004=%2F",
 }
-
-
-class _CaptureAll(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(self.format(record))
 
 
 @tagged("post_install", "-at_install")
@@ -164,16 +154,8 @@ class TestConnectorSecrets(IntegrationHubCase):
             as_operator.write({"api_key": "ak-from-operator"})
 
     def test_secrets_absent_from_logs_errors_and_chatter(self):
-        handler = _CaptureAll()
-        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        self.addCleanup(root.removeHandler, handler)
         # Everything this addon and the HTTP stack say, down to DEBUG.
-        for name in ("odoo.addons.integration_hub", "urllib3", "requests"):
-            logger = logging.getLogger(name)
-            self.addCleanup(logger.setLevel, logger.level)
-            logger.setLevel(logging.DEBUG)
+        handler = capture_logs(self)
 
         def echoing(request):
             # A careless remote that echoes credentials back in its error body.

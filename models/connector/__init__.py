@@ -3,6 +3,7 @@ from . import common
 from . import auth
 from . import call
 from . import oauth2
+from . import oauth2_connect
 from . import reliability
 from . import monitoring
 from . import webhook

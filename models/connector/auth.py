@@ -102,6 +102,18 @@ class IntegrationConnector(models.Model):
         password = self._require_secret("basic_password")
         kwargs["auth"] = requests.auth.HTTPBasicAuth(username.encode(), password.encode())
 
+    def _auth_invalidate(self, response):
+        """The API answered 401 to credentials that may have gone stale: drop them.
+
+        :return: True when a second try, with fresh credentials, may succeed (``_request``
+            then retries once); False for credentials that would be sent unchanged
+        """
+        sent = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.auth_type == "oauth2":
+            self._oauth2_invalidate_token(sent)
+            return True
+        return False
+
     def _require_secret(self, name):
         value = self._get_secret(name)
         if not value:

@@ -151,11 +151,10 @@ class IntegrationConnector(models.Model):
                     "Connector %s: calling %s without TLS certificate verification", self.code, redact_url(url)
                 )
             response = self._send_authenticated(method, url, kwargs)
-            if response.status_code == 401 and self.auth_type == "oauth2" and _replayable(data, files):
-                # The token may have been revoked or expired early: one fresh token, one retry.
-                _logger.info("Connector %s: 401 with a cached OAuth2 token, fetching a new one", self.code)
-                sent = response.request.headers.get("Authorization", "").removeprefix("Bearer ")
-                self._oauth2_invalidate_token(sent)
+            if response.status_code == 401 and _replayable(data, files) and self._auth_invalidate(response):
+                # A cached token or assertion may have been revoked or expired early: one
+                # fresh credential, one retry.
+                _logger.info("Connector %s: 401 with cached credentials, retrying once with fresh ones", self.code)
                 response = self._send_authenticated(method, url, kwargs)
             if raise_for_status and (response.status_code >= 400 or _is_redirect(response)):
                 raise self._http_error(method, url, response)

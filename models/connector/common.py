@@ -26,6 +26,7 @@ class IntegrationConnector(models.Model):
     - ``common``: identity, request defaults, network flags, copy;
     - ``auth``: authentication types (``_auth_apply_<type>``), secrets, redaction;
     - ``oauth2``: the shared token cache and the grants (``_oauth2_token_request_<grant>``);
+    - ``oauth2_connect``: the authorization code grant's Connect, callback and Disconnect;
     - ``call``: ``_request``, the one outbound call path, URL checks and error typing;
     - ``reliability``: rate limit, retry policy, circuit breaker, job routing;
     - ``monitoring``: health, Test Connection, metrics, call recording, error log;

@@ -13,6 +13,7 @@ from ...core.exceptions import (
     IntegrationAuthError,
     IntegrationConfigError,
     IntegrationRateLimitedError,
+    IntegrationReconnectNeededError,
     UnsafeURLError,
 )
 from ...core.redact import redact_url
@@ -30,12 +31,18 @@ class IntegrationConnector(models.Model):
     ``_oauth2_token_request_<grant>(current_token)`` returning the token request's form
     data and client authentication; ``_oauth2_access_token`` does the caching, the
     refresh (one worker at a time) and the storing.
+
+    Grants here: client credentials; authorization code, whose token requests are the
+    refresh grant once a manager has connected (Connect and the callback: ``oauth2_connect``).
     """
 
     _inherit = "integration.connector"
 
     oauth2_grant_type = fields.Selection(
-        selection=[("client_credentials", "Client Credentials")],
+        selection=[
+            ("client_credentials", "Client Credentials"),
+            ("authorization_code", "Authorization Code (PKCE)"),
+        ],
         string="OAuth2 Grant",
         default="client_credentials",
     )
@@ -89,6 +96,28 @@ class IntegrationConnector(models.Model):
             token = env["integration.oauth.token"]._for_connector(self)
             if token._is_usable():
                 return token._get_secret("access_token")
+        with self._oauth2_token_lock():
+            try:
+                with self._oauth2_token_env() as env:
+                    Token = env["integration.oauth.token"]
+                    token = Token._for_connector(self)
+                    if token._is_usable():
+                        return token._get_secret("access_token")
+                    payload = self.with_env(env)._oauth2_fetch_token(token)
+                    return Token._store(self, payload)._get_secret("access_token")
+            except IntegrationReconnectNeededError as exc:
+                if exc.refused:
+                    # Still under the lock: a Connect cannot store new tokens in between.
+                    self._oauth2_reconnect_needed(str(exc))
+                raise
+
+    @contextmanager
+    def _oauth2_token_lock(self):
+        """Hold the connector's token lock: one worker at a time fetches or replaces tokens.
+
+        Taken before the token's reading transaction starts, so that a worker that waited
+        sees what the previous holder stored.
+        """
         with state_cursor(self.env.cr.dbname) as lock_cr:
             # Wait for another worker's refresh at most as long as one refresh may take.
             deadline = time.monotonic() + self.timeout_connect + self.timeout_read + 5
@@ -103,13 +132,7 @@ class IntegrationConnector(models.Model):
                     )
                 time.sleep(0.05)
             try:
-                with self._oauth2_token_env() as env:
-                    Token = env["integration.oauth.token"]
-                    token = Token._for_connector(self)
-                    if token._is_usable():
-                        return token._get_secret("access_token")
-                    payload = self.with_env(env)._oauth2_fetch_token(token)
-                    return Token._store(self, payload)._get_secret("access_token")
+                yield
             finally:
                 lock_cr.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_OAUTH2_REFRESH, self.id])
 
@@ -145,7 +168,22 @@ class IntegrationConnector(models.Model):
         if method is None:
             raise IntegrationConfigError(self.env._("OAuth2 grant %s is not supported.", self.oauth2_grant_type))
         data, auth = method(current_token)
-        return self._oauth2_post_token_request(data, auth)
+        try:
+            return self._oauth2_post_token_request(data, auth)
+        except IntegrationAuthError as exc:
+            if data.get("grant_type") != "refresh_token" or exc.oauth2_error != "invalid_grant":
+                raise
+            # RFC 6749 5.2: the refresh token is expired, revoked or rotated away; only a new
+            # authorization helps (other refusals are configuration: the grant is kept).
+            raise IntegrationReconnectNeededError(
+                self.env._(
+                    "Connector %(code)s needs to be reconnected: the provider refused its refresh token "
+                    "(%(reason)s). A manager must press Connect on the connector.",
+                    code=self.code,
+                    reason=exc,
+                ),
+                refused=True,
+            ) from None
 
     def _oauth2_token_request_client_credentials(self, current_token):
         data = {"grant_type": "client_credentials"}
@@ -155,10 +193,34 @@ class IntegrationConnector(models.Model):
             data["audience"] = self.oauth2_audience
         return self._oauth2_client_authentication(data)
 
-    def _oauth2_client_authentication(self, data):
+    def _oauth2_token_request_authorization_code(self, current_token):
+        """The refresh grant: the authorization code itself is exchanged by the callback."""
+        refresh_token = current_token._get_secret("refresh_token") if current_token else None
+        if not refresh_token:
+            state = current_token.connection_state if current_token else "disconnected"
+            raise IntegrationReconnectNeededError(
+                self.env._(
+                    "Connector %(code)s is not connected to its OAuth2 provider%(why)s: a manager must press "
+                    "Connect on the connector.",
+                    code=self.code,
+                    why=self.env._(" (its authorization was refused or revoked)") if state == "reconnect" else "",
+                )
+            )
+        return self._oauth2_client_authentication(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token}, public_client=True
+        )
+
+    def _oauth2_client_authentication(self, data, public_client=False):
+        """``(data, auth)`` with the client's credentials, per the Client Authentication setting.
+
+        :param public_client: without a client secret, send the client ID alone in the body
+            (a public client of the authorization code grant, protected by PKCE)
+        """
         client_id = self.sudo().oauth2_client_id
         if not client_id:
             raise IntegrationConfigError(self.env._("Connector %s: the OAuth2 client ID is not set.", self.code))
+        if public_client and not self.oauth2_client_secret_is_set:
+            return dict(data, client_id=client_id), None
         secret = self._require_secret("oauth2_client_secret")
         if self.oauth2_client_auth == "body":
             return dict(data, client_id=client_id, client_secret=secret), None
@@ -195,8 +257,9 @@ class IntegrationConnector(models.Model):
             # The authorization server is down or throttling: try again later, like any call.
             raise self._http_error("POST", url, response)
         if response.status_code != 200 or not isinstance(payload, dict) or not payload.get("access_token"):
-            remote = ""
+            remote = oauth2_error = ""
             if isinstance(payload, dict) and payload.get("error"):
+                oauth2_error = str(payload["error"])
                 remote = ": ".join(str(payload[k]) for k in ("error", "error_description") if payload.get(k))
             error = IntegrationAuthError(
                 self.env._(
@@ -205,7 +268,8 @@ class IntegrationConnector(models.Model):
                     url=redact_url(url),
                     status=response.status_code,
                     remote=f" ({self._redact(remote)})" if remote else "",
-                )
+                ),
+                oauth2_error=oauth2_error or None,
             )
             _logger.warning("%s", error)
             raise error
