@@ -4,6 +4,7 @@ from . import test_signatures
 from . import test_connector_auth
 from . import test_connector_secrets
 from . import test_oauth2_authorization_code
+from . import test_connector_auth_types
 from . import test_connector_config
 from . import test_access
 from . import test_outbound

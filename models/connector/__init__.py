@@ -4,6 +4,7 @@ from . import auth
 from . import call
 from . import oauth2
 from . import oauth2_connect
+from . import jwt
 from . import reliability
 from . import monitoring
 from . import webhook

@@ -30,6 +30,8 @@ class IntegrationConnector(models.Model):
             ("bearer", "Bearer Token"),
             ("basic", "HTTP Basic"),
             ("oauth2", "OAuth2"),
+            ("jwt", "JWT Bearer (signed assertion)"),
+            ("api_key_pair", "API Key + Secret"),
         ],
         string="Authentication",
         required=True,
@@ -45,15 +47,28 @@ class IntegrationConnector(models.Model):
         string="API Key Header/Parameter", default="X-API-Key", help="Header or query parameter name carrying the key."
     )
     api_key, api_key_encrypted, api_key_is_set = secret_fields("API Key")
+    # API key + secret: two headers, the key's named by api_key_name.
+    api_secret_name = fields.Char(
+        string="API Secret Header",
+        default="X-API-Secret",
+        help="Header carrying the secret of an API key + secret pair.",
+    )
+    api_secret, api_secret_encrypted, api_secret_is_set = secret_fields("API Secret")
     bearer_token, bearer_token_encrypted, bearer_token_is_set = secret_fields("Bearer Token")
     basic_username = fields.Char(string="Username", groups=MANAGER_GROUP)
     basic_password, basic_password_encrypted, basic_password_is_set = secret_fields("Password")
 
-    @api.constrains("auth_type", "api_key_name", "oauth2_token_url")
+    @api.constrains("auth_type", "api_key_name", "api_secret_name", "oauth2_token_url")
     def _check_auth_settings(self):
         for connector in self:
-            if connector.auth_type == "api_key" and not (connector.api_key_name or "").strip():
+            if connector.auth_type in ("api_key", "api_key_pair") and not (connector.api_key_name or "").strip():
                 raise ValidationError(self.env._("API Key Header/Parameter is required for API key authentication."))
+            if connector.auth_type == "api_key_pair":
+                secret_name = (connector.api_secret_name or "").strip()
+                if not secret_name or secret_name.lower() == connector.api_key_name.strip().lower():
+                    raise ValidationError(
+                        self.env._("API Secret Header is required, and must differ from the API key's header.")
+                    )
             if connector.auth_type == "oauth2" and not connector.oauth2_token_url:
                 raise ValidationError(self.env._("Token URL is required for OAuth2 authentication."))
 
@@ -94,6 +109,10 @@ class IntegrationConnector(models.Model):
     def _auth_apply_bearer(self, kwargs):
         kwargs["headers"]["Authorization"] = f"Bearer {self._require_secret('bearer_token')}"
 
+    def _auth_apply_api_key_pair(self, kwargs):
+        kwargs["headers"][self.api_key_name.strip()] = self._require_secret("api_key")
+        kwargs["headers"][self.api_secret_name.strip()] = self._require_secret("api_secret")
+
     def _auth_apply_basic(self, kwargs):
         username = self.sudo().basic_username
         if not username:
@@ -112,6 +131,9 @@ class IntegrationConnector(models.Model):
         if self.auth_type == "oauth2":
             self._oauth2_invalidate_token(sent)
             return True
+        if self.auth_type == "jwt" and self.jwt_reuse:
+            self._jwt_forget_assertion()
+            return True
         return False
 
     def _require_secret(self, name):
@@ -125,12 +147,17 @@ class IntegrationConnector(models.Model):
         return value
 
     def _sensitive_param_names(self):
-        if self.auth_type == "api_key" and self.api_key_name:
-            name = self.api_key_name.strip()
+        """Header and parameter names this connector's credentials travel in, whatever they
+        look like (a pair's header may be called "X-Client")."""
+        names = []
+        if self.auth_type in ("api_key", "api_key_pair") and self.api_key_name:
+            names.append(self.api_key_name.strip())
+        if self.auth_type == "api_key_pair" and self.api_secret_name:
+            names.append(self.api_secret_name.strip())
+        for name in names:
             # Also masked in the debug lines urllib3 writes for this process.
             register_sensitive_name(name)
-            return [name]
-        return []
+        return names
 
     def _known_secret_values(self):
         """Every decrypted secret of this connector, to scrub from messages."""

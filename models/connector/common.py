@@ -27,6 +27,7 @@ class IntegrationConnector(models.Model):
     - ``auth``: authentication types (``_auth_apply_<type>``), secrets, redaction;
     - ``oauth2``: the shared token cache and the grants (``_oauth2_token_request_<grant>``);
     - ``oauth2_connect``: the authorization code grant's Connect, callback and Disconnect;
+    - ``jwt``: signed JWT assertions (the ``jwt`` type and the ``jwt_bearer`` grant);
     - ``call``: ``_request``, the one outbound call path, URL checks and error typing;
     - ``reliability``: rate limit, retry policy, circuit breaker, job routing;
     - ``monitoring``: health, Test Connection, metrics, call recording, error log;

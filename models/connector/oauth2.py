@@ -7,7 +7,7 @@ import requests
 
 from odoo import api, fields, models
 
-from ...const import LOCK_OAUTH2_REFRESH, MANAGER_GROUP
+from ...const import JWT_BEARER_GRANT, LOCK_OAUTH2_REFRESH, MANAGER_GROUP
 from ...core.exceptions import (
     RETRYABLE_STATUSES,
     IntegrationAuthError,
@@ -33,7 +33,8 @@ class IntegrationConnector(models.Model):
     refresh (one worker at a time) and the storing.
 
     Grants here: client credentials; authorization code, whose token requests are the
-    refresh grant once a manager has connected (Connect and the callback: ``oauth2_connect``).
+    refresh grant once a manager has connected (Connect and the callback: ``oauth2_connect``);
+    JWT bearer (RFC 7523), an assertion signed by ``jwt`` exchanged for an access token.
     """
 
     _inherit = "integration.connector"
@@ -42,6 +43,7 @@ class IntegrationConnector(models.Model):
         selection=[
             ("client_credentials", "Client Credentials"),
             ("authorization_code", "Authorization Code (PKCE)"),
+            ("jwt_bearer", "JWT Bearer Assertion (RFC 7523)"),
         ],
         string="OAuth2 Grant",
         default="client_credentials",
@@ -209,6 +211,15 @@ class IntegrationConnector(models.Model):
         return self._oauth2_client_authentication(
             {"grant_type": "refresh_token", "refresh_token": refresh_token}, public_client=True
         )
+
+    def _oauth2_token_request_jwt_bearer(self, current_token):
+        """RFC 7523 2.1: a fresh assertion (see the ``jwt`` chapter) for an access token."""
+        data = {"grant_type": JWT_BEARER_GRANT, "assertion": self._jwt_assertion(audience=self.oauth2_token_url)}
+        if self.oauth2_scope:
+            data["scope"] = self.oauth2_scope
+        if not self.oauth2_client_secret_is_set:
+            return data, None  # the assertion authenticates (RFC 7523 3.1: client auth optional)
+        return self._oauth2_client_authentication(data)
 
     def _oauth2_client_authentication(self, data, public_client=False):
         """``(data, auth)`` with the client's credentials, per the Client Authentication setting.
