@@ -20,7 +20,12 @@ BEGIN
     END LOOP;
 END $$;
 UPDATE integration_oauth_token
-   SET obtained_at = NULL, expires_at = NULL, refresh_after = NULL;
+   SET obtained_at = NULL, expires_at = NULL, refresh_after = NULL,
+       -- authorization-code connectors show "Not Connected" (a manager connects the copy on
+       -- purpose), and no authorization in progress survives
+       connection_state = 'disconnected', connection_message = NULL, connected_at = NULL,
+       pending_state_hash = NULL, pending_user_id = NULL, pending_session_hash = NULL,
+       pending_expires_at = NULL;
 
 -- pause every connector's webhooks (senders are answered 503 and keep their deliveries)
 UPDATE integration_connector

@@ -31,6 +31,7 @@ class TestNeutralize(IntegrationHubCase):
         )
         token = self.env["integration.oauth.token"].search([("connector_id", "=", connector.id)])
         token._store(connector, {"access_token": "at-production", "refresh_token": "rt-production", "expires_in": 3600})
+        token._set_connection("connected", "Connected by the production administrator.")
         connector.action_debug_start()
         job = self.env["queue.job"].search([("uuid", "=", connector._enqueue_call("GET", "/orders").uuid)])
         self.assertEqual(job.state, "pending")
@@ -46,6 +47,7 @@ class TestNeutralize(IntegrationHubCase):
         for name in ("access_token", "refresh_token"):
             self.assertFalse(token[f"{name}_encrypted"], f"cached {name} cleared")
         self.assertFalse(token._is_usable())
+        self.assertEqual(token.connection_state, "disconnected", "an authorization-code connector shows it")
         self.env.cr.execute("SELECT row_to_json(c)::text FROM integration_connector c WHERE id = %s", [connector.id])
         self.assertNotIn("gAAAAA", self.env.cr.fetchone()[0], "no Fernet token left in the row")
         # 2. webhooks paused: senders are told to come back later
