@@ -308,3 +308,35 @@ class TestOAuth2AuthorizationCode(IntegrationHubMixin, HttpCase):
         self.assertEqual(caught.exception.status_code, 401)
         self.assertEqual(len(self.provider.requests_to("/api/orders")), 2)
         self.assertEqual(self.provider.grants, ["authorization_code", "refresh_token"])
+
+
+@tagged("post_install", "-at_install")
+class TestOAuth2ConnectTour(IntegrationHubMixin, HttpCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._setup_env()
+
+    def test_connect_and_disconnect_in_the_browser(self):
+        provider = OAuth2Provider()
+        self.addCleanup(provider.stop)
+        connector = self._create_connector(
+            name="Tour Graph",
+            auth_type="oauth2",
+            oauth2_grant_type="authorization_code",
+            base_url=provider.url + "/api",
+            oauth2_authorize_url=provider.url + "/authorize",
+            oauth2_token_url=provider.url + "/token",
+            oauth2_client_id=provider.client_id,
+            oauth2_client_secret=provider.client_secret,
+        )
+        self.start_tour(
+            f"/odoo/integration.connector/{connector.id}", "integration_hub_oauth2_connect_tour", login="admin"
+        )
+        self.assertEqual(provider.grants, ["authorization_code"], "connected through the provider, once")
+        self.assertEqual(len(provider.requests_to("/authorize")), 1)
+        self.env.invalidate_all()
+        token = self.env["integration.oauth.token"].search([("connector_id", "=", connector.id)])
+        self.assertEqual(token.connection_state, "disconnected")
+        self.assertFalse(token.refresh_token_is_set)
+        self.assertIn("Disconnected by", token.connection_message)
