@@ -26,10 +26,17 @@ class TestAccess(IntegrationHubCase):
         Connector = self.env["integration.connector"]
         operator_arch = Connector.with_user(self.operator).get_views([(False, "form")])["views"]["form"]["arch"]
         manager_arch = Connector.with_user(self.manager).get_views([(False, "form")])["views"]["form"]["arch"]
-        for name in ("api_key", "bearer_token", "basic_password", "oauth2_client_secret"):
+        secrets = ("api_key", "bearer_token", "basic_password", "oauth2_client_secret")
+        secrets += ("api_secret", "jwt_secret", "jwt_private_key")
+        for name in secrets:
             self.assertIn(f'name="{name}"', manager_arch)
             self.assertNotIn(f'name="{name}"', operator_arch)
         self.assertIn('name="action_test_connection"', operator_arch)
+        # Connect and Disconnect are a manager's; an operator sees the connection state.
+        for name in ("action_oauth2_connect", "action_oauth2_disconnect"):
+            self.assertIn(f'name="{name}"', manager_arch)
+            self.assertNotIn(f'name="{name}"', operator_arch)
+        self.assertIn('name="oauth2_connection_state"', operator_arch)
 
     def test_operator_can_test_connection(self):
         connector = self._create_connector()
