@@ -40,6 +40,7 @@ ADDON_LOGGER = "odoo.addons.integration_hub"
 CONNECTOR_LOGGER = f"{ADDON_LOGGER}.models.connector"
 EVENT_LOGGER = f"{ADDON_LOGGER}.models.webhook_event"
 ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.webhook"
+OAUTH2_ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.oauth2"
 
 # Fixed keys for the tests: the key list under test is set explicitly, never inherited.
 KEY_A = Fernet.generate_key().decode()

@@ -11,12 +11,10 @@ from odoo.exceptions import AccessError
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..const import OAUTH2_CALLBACK_ROUTE
+from ..const import OAUTH2_CALLBACK_ROUTE, OAUTH2_CONNECT_ROUTE_PREFIX
 from ..core.exceptions import IntegrationHTTPError, IntegrationReconnectNeededError
-from .common import CONNECTOR_LOGGER, IntegrationHubMixin, capture_logs, run_job
+from .common import CONNECTOR_LOGGER, OAUTH2_ROUTE_LOGGER, IntegrationHubMixin, capture_logs, run_job
 from .oauth2_provider import OAuth2Provider
-
-OAUTH2_ROUTE_LOGGER = "odoo.addons.integration_hub.controllers.oauth2"
 
 
 @tagged("post_install", "-at_install")
@@ -296,7 +294,7 @@ class TestOAuth2AuthorizationCode(IntegrationHubMixin, HttpCase):
         # A Connect link made for someone else does not work for an operator either.
         link_token = connector.with_user(self.manager)._oauth2_connect_token()
         self.authenticate("ih_operator", "ih_operator_pw1")
-        response = self.url_open(f"/integration/oauth2/connect/{connector.id}?token={link_token}")
+        response = self.url_open(f"{OAUTH2_CONNECT_ROUTE_PREFIX}/{connector.id}?token={link_token}")
         self.assertEqual(response.status_code, 403)
         self.assertEqual(self.provider.requests_to("/authorize"), [])
 
