@@ -27,6 +27,7 @@
     "assets": {
         "web.assets_tests": [
             "integration_hub/static/tests/tours/*.js",
+            "integration_hub/static/tests/integration_hub_every_screen.js",
         ],
     },
     "application": True,

@@ -9,3 +9,4 @@ from . import test_autocommit
 from . import test_webhook_route
 from . import test_webhook_processing
 from . import test_tour
+from . import test_every_screen
