@@ -17,6 +17,7 @@
         "views/integration_oauth_token_views.xml",
         "views/integration_error_views.xml",
         "views/integration_call_log_views.xml",
+        "views/integration_connector_metric_views.xml",
         "views/integration_webhook_event_views.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
         "views/menus.xml",
