@@ -34,6 +34,7 @@ SCREENSHOT_DIR_VARIABLE = "INTEGRATION_HUB_SCREENSHOT_DIR"
 WALKER_MODULE = "@integration_hub/../tests/integration_hub_every_screen"
 WALKER_SIGNAL = "integration_hub: every screen opened"
 CLICKBOT_SIGNAL = "clickbot test succeeded"
+FORM_SIGNAL = "integration_hub: connector form shown"
 ROOT_MENU = "integration_hub.integration_hub_menu_root"
 DEMO_CONNECTOR = "integration_hub.integration_connector_demo_partner_erp"
 # Form buttons that open a dialog (a window action returned by the server), clicked when shown.
@@ -285,6 +286,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
             return stop(browser)
 
         action = self.env.ref("integration_hub.integration_connector_action")
+        expected_name = json.dumps(self.demo_connector.name)
         # Wait for the form and its fonts, then signal: the browser is stopped (and shot) after it.
         code = (
             "(async () => {"
@@ -293,8 +295,11 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
             "  await until(() => document.querySelector('.o_form_view .o_field_widget[name=name]'));"
             "  await document.fonts.ready;"
             "  await new Promise((resolve) => setTimeout(resolve, 500));"
-            "  if (document.querySelector('.o_error_dialog')) { console.error('error dialog on the form'); return; }"
-            f"  console.log({json.dumps(WALKER_SIGNAL)});"
+            "  const field = document.querySelector('.o_form_view .o_field_widget[name=name]');"
+            "  const name = (field.querySelector('input')?.value ?? field.innerText).trim();"
+            "  if (document.querySelector('.o_error_dialog')) { console.error('error dialog on the form'); }"
+            f"  else if (name !== {expected_name}) {{ console.error(`the form shows ${{name}}`); }}"
+            f"  else {{ console.log({json.dumps(FORM_SIGNAL)}); }}"
             "})();"
         )
         with server_errors() as errors, patch.object(common.ChromeBrowser, "stop", screenshot_then_stop):
@@ -304,7 +309,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
                 ready="odoo.isReady === true",
                 login=self.manager.login,
                 timeout=120,
-                success_signal=WALKER_SIGNAL,
+                success_signal=FORM_SIGNAL,
             )
         self.assertFalse(errors, "the server logged errors while the form opened")
         self.assertEqual(len(shots), 1, "one screenshot of the form")
