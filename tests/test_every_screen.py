@@ -157,6 +157,12 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
                        VALUES (%s, %s, %s, %s, %s, %s, %s)""",
                     [target.id, now - timedelta(hours=hours_ago), calls, ok, calls - ok, calls * 20.0, 180.0],
                 )
+        # Counts of a deleted connector: no foreign key removes them with it.
+        cls.env.cr.execute("SELECT COALESCE(MAX(id), 0) + 1000 FROM integration_connector")
+        cls.env.cr.execute(
+            "INSERT INTO integration_connector_metric (connector_id, hour, calls, ok) VALUES (%s, %s, 5, 5)",
+            [cls.env.cr.fetchone()[0], now],
+        )
         cls.env["integration.connector.metric"].invalidate_model()
 
     def setUp(self):
