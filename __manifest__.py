@@ -17,6 +17,7 @@
         "views/integration_oauth_token_views.xml",
         "views/integration_error_views.xml",
         "views/integration_call_log_views.xml",
+        "views/integration_connector_metric_views.xml",
         "views/integration_webhook_event_views.xml",
         "views/integration_oauth2_templates.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
@@ -28,6 +29,7 @@
     "assets": {
         "web.assets_tests": [
             "integration_hub/static/tests/tours/*.js",
+            "integration_hub/static/tests/integration_hub_every_screen.js",
         ],
     },
     "application": True,

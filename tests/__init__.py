@@ -15,3 +15,4 @@ from . import test_job_routing
 from . import test_neutralize
 from . import test_tour
 from . import test_webhook_hostile
+from . import test_every_screen
