@@ -6,7 +6,10 @@ from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
-from .common import IntegrationHubCase
+from ..core.exceptions import IntegrationHTTPError
+from ..models.integration_connector_metric import flush_counts
+from ..models.integration_connector_state import state_cursor
+from .common import CONNECTOR_LOGGER, IntegrationHubCase, Reply
 
 
 @tagged("post_install", "-at_install")
@@ -73,3 +76,28 @@ class TestConnectorConfig(IntegrationHubCase):
         partner = self.env.ref("integration_hub.integration_connector_demo_partner_erp")
         self.assertEqual(partner.auth_type, "oauth2")
         self.assertFalse(partner.oauth2_client_secret_is_set)
+
+    def test_deleting_a_connector_deletes_its_counters_and_breaker_state(self):
+        connector = self._create_connector(circuit_threshold=3)
+        self.env.flush_all()
+        self.server.respond_with(lambda request: Reply(503, "down"))
+        with mute_logger(CONNECTOR_LOGGER), self.assertRaises(IntegrationHTTPError):
+            connector._request("GET", "/orders")
+        connector_id = connector.id
+
+        def rows():
+            # Written on the shared-state connection: read there, outside the test's snapshot.
+            with state_cursor(self.env.cr.dbname) as cr:
+                cr.execute(
+                    "SELECT (SELECT count(*) FROM integration_connector_metric WHERE connector_id = %(id)s),"
+                    " (SELECT count(*) FROM integration_connector_state WHERE connector_id = %(id)s)",
+                    {"id": connector_id},
+                )
+                return cr.fetchone()
+
+        flush_counts()
+        self.assertEqual(rows(), (1, 1), "the failed call was counted and reported")
+        connector.unlink()
+        self.assertEqual(rows(), (1, 1), "kept until the deletion commits (it may still roll back)")
+        self.env.cr.postcommit.run()  # what the commit of the deletion runs
+        self.assertEqual(rows(), (0, 0))

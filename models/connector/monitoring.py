@@ -111,6 +111,26 @@ class IntegrationConnector(models.Model):
         for connector in self:
             connector.error_count = counts.get(connector.id, 0)
 
+    def unlink(self):
+        """Counters and breaker state go with the connector (their tables have no foreign key,
+        to keep the call path's writes light; left behind, they would show in API Calls).
+
+        They are written on the shared-state connection, outside any transaction, so they are
+        deleted there too, once the deletion of the connectors has committed.
+        """
+        ids = tuple(self.ids)
+        dbname = self.env.cr.dbname
+        result = super().unlink()
+
+        @self.env.cr.postcommit.add
+        def forget_runtime_state():
+            flush_counts(timeout=1.0)  # none of this process's counts arrives afterwards
+            with state_cursor(dbname) as cr:
+                cr.execute("DELETE FROM integration_connector_metric WHERE connector_id IN %s", [ids])
+                cr.execute("DELETE FROM integration_connector_state WHERE connector_id IN %s", [ids])
+
+        return result
+
     def action_test_connection(self):
         """Button: GET the health path and report status, latency and error."""
         self.ensure_one()
