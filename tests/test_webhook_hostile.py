@@ -79,7 +79,11 @@ class TestHostileTextAndJSON(BaseCase):
         for body in (nested(50000), nested(MAX_DEPTH + 1), b'{"a":' * 200 + b"1" + b"}" * 200):
             with self.assertRaisesRegex(JSONNestingError, f"deeper than {MAX_DEPTH} levels"):
                 loads(body)
-            self.assertIsNone(loads_or_none(body))
+        # The route's parser (id and type only, on the sender's clock) is json's C parser as
+        # is: what nests past the recursion limit is no JSON to it, what nests a little past
+        # MAX_DEPTH is read there and refused by processing (loads above).
+        self.assertIsNone(loads_or_none(nested(50000)))
+        self.assertEqual(loads_or_none(nested(MAX_DEPTH + 1)), json.loads(nested(MAX_DEPTH + 1)))
         # Brackets inside strings are text, escaped quotes included.
         text = json.dumps({"s": "[" * 1000 + '\\"' + "{" * 1000})
         self.assertFalse(nesting_depth_exceeds(text))
@@ -481,6 +485,18 @@ class TestHostileDeliveries(IntegrationHubMixin, HttpCase):
                 self.assertEqual(events.mapped("event_id"), [stored["event_id"], other["event_id"]])
                 for event in events:
                     self.assertRegex(event.event_id, "^A{183}" + ID_DIGEST + "$")
+
+    def test_ingest_called_by_code_with_a_raw_long_id_finds_its_duplicate(self):
+        # Code calling _ingest directly (not through the route's _webhook_identify) passes
+        # the id as the sender wrote it: the repeat is found by the stored form of the id.
+        connector = self._create_connector(webhook_signature="none")
+        receiver = connector._webhook_receiver(connector.code)
+        raw_id = "evt-" + "x" * 300 + "\x00"
+        stored, created = self.Event._ingest(receiver, b'{"n": 1}', {}, raw_id, "t")
+        again, created_again = self.Event._ingest(receiver, b'{"n": 1}', {}, raw_id, "t")
+        self.assertEqual((created, created_again), (True, False))
+        self.assertEqual(again, stored)
+        self.assertEqual(self.env["integration.webhook.duplicate"].search([("event_id", "=", stored)]).count, 1)
 
     def test_a_header_line_over_64_kib_never_reaches_the_route(self):
         # Python's http.server, under werkzeug and Odoo, refuses a header line over 65,536
