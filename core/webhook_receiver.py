@@ -50,5 +50,6 @@ class WebhookReceiver:
         return max(1, self.webhook_max_body_kib or 1024) * 1024
 
 
-# Connector fields whose change must reach the route's cached receivers at once.
-RECEIVER_FIELDS = frozenset(WebhookReceiver.COLUMNS) | {"active"}
+# Connector fields whose change must reach the route's cached receivers at once (the
+# signing secrets' input fields too: writing one, even False to clear it, changes a column).
+RECEIVER_FIELDS = frozenset(WebhookReceiver.COLUMNS) | {"active", "webhook_secret", "webhook_secret_previous"}

@@ -36,6 +36,11 @@ def secret_fields(string, help=None):
     )
 
 
+def _is_blank(value):
+    """What a write means as "no secret": False, None, or text of blanks only."""
+    return value is None or value is False or (isinstance(value, str) and not value.strip())
+
+
 class IntegrationSecretMixin(models.AbstractModel):
     """Encrypted, write-only secret fields (see ``secret_fields``).
 
@@ -82,7 +87,7 @@ class IntegrationSecretMixin(models.AbstractModel):
         # Writing nothing to a secret (False, None, "", blanks: what a provisioning script
         # sends over RPC) clears it, as the Clear button does: keeping the old secret
         # silently would leave a credential the caller meant to remove.
-        cleared = [name for name in self._secret_field_names() if name in vals and not (vals[name] or "").strip()]
+        cleared = [name for name in self._secret_field_names() if name in vals and _is_blank(vals[name])]
         if cleared:
             vals = dict(vals)
             for name in cleared:

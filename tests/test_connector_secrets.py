@@ -76,6 +76,9 @@ class TestConnectorSecrets(IntegrationHubCase):
         note = connector.message_ids[:1].body
         self.assertIn("API Key, Bearer Token cleared", note)
         self.assertNotIn("to-clear", str(connector.message_ids.mapped("body")))
+        # A number is a value, not "no secret" (scripts send what their data holds).
+        connector.with_user(self.manager).write({"api_key": 123456})
+        self.assertEqual(connector._get_secret("api_key"), "123456")
         # Operators still cannot touch secrets, not even to clear them.
         connector.write({"api_key": "ak-again"})
         with self.assertRaises(AccessError):

@@ -14,7 +14,7 @@ from odoo import SUPERUSER_ID, api, fields, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..const import DISPATCH_IDENTITY_KEY
+from ..const import CHANNEL_WEBHOOK, DISPATCH_IDENTITY_KEY
 from ..models.webhook_event.inbox import _INGEST_EXECUTE, _inbox_pool, _unprepared_sessions
 from . import webhook_senders as senders
 from .common import ROUTE_LOGGER, CommittedConnector, IntegrationHubMixin, odoo_server, run_job
@@ -143,7 +143,7 @@ class TestWebhookSignatures(WebhookRouteCase):
                 self.assertEqual(event.payload, body.decode(), "the raw body is stored as received")
                 self.assertEqual(event.payload_size, len(body))
                 self.assertTrue(event.job_id, "a processing job was created")
-                self.assertEqual(event.job_id.channel, "root.integration.webhook")
+                self.assertEqual(event.job_id.channel, CHANNEL_WEBHOOK)
                 self.assertEqual(event.job_id.identity_key, f"integration.webhook.event:{event.id}")
                 expected_id = f"evt-{profile}" if profile == "stripe" else f"delivery-{profile}"
                 self.assertEqual(event.event_id, expected_id)
@@ -203,6 +203,19 @@ class TestWebhookSignatures(WebhookRouteCase):
                     retired = self._deliver(profile, connector, secrets[0], _body("evt-late"), "late")
                 self.assertEqual(retired.status_code, 401, "the retired secret no longer works")
                 self.assertEqual(len(self._events(connector)), 2)
+
+    def test_a_secret_revoked_by_writing_false_is_refused_at_once(self):
+        # A provisioning script revokes a leaked signing secret over RPC: the route's cached
+        # receiver must not keep accepting it.
+        connector = self._receiver("standard_webhooks", secret=STANDARD_SECRET)
+        self.assertEqual(
+            self._deliver("standard_webhooks", connector, STANDARD_SECRET, _body("e-1"), "1").status_code, 202
+        )
+        connector.write({"webhook_secret": False})
+        with mute_logger(ROUTE_LOGGER):
+            refused = self._deliver("standard_webhooks", connector, STANDARD_SECRET, _body("e-2"), "2")
+        self.assertEqual(refused.status_code, 401)
+        self.assertEqual(len(self._events(connector)), 1)
 
     def test_unsigned_profile_must_be_chosen(self):
         connector = self._receiver("none", secret=False)
