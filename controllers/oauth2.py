@@ -4,8 +4,6 @@ from werkzeug.exceptions import Forbidden, NotFound
 
 from odoo import http
 from odoo.http import request
-from odoo.tools import consteq
-from odoo.tools.misc import hmac
 
 from ..const import OAUTH2_CALLBACK_ROUTE, OAUTH2_CONNECT_ROUTE_PREFIX
 from ..core.exceptions import OAuth2StateError
@@ -17,12 +15,11 @@ _logger = logging.getLogger(__name__)
 logging.getLogger("werkzeug").addFilter(QueryStringRedactingFilter())
 
 OAUTH2_CONNECT_ROUTE = f"{OAUTH2_CONNECT_ROUTE_PREFIX}/<int:connector_id>"
-SESSION_BINDING_SCOPE = "integration_hub.oauth2_session"
 
 
 def _session_binding():
     """What ties an authorization to this browser session, without storing the session id."""
-    return hmac(request.env(su=True), SESSION_BINDING_SCOPE, request.session.sid)
+    return request.env["integration.connector"]._oauth2_session_binding()
 
 
 class IntegrationOAuth2Controller(http.Controller):
@@ -40,7 +37,7 @@ class IntegrationOAuth2Controller(http.Controller):
             raise NotFound()
         # The link carries a token only Connect hands out, so that another site cannot
         # start a (possibly auto-approved) authorization in a manager's browser.
-        if not token or not consteq(token, connector._oauth2_connect_token()):
+        if not connector._oauth2_connect_token_valid(token, _session_binding()):
             raise Forbidden()
         return request.redirect(connector._oauth2_authorization_begin(_session_binding()), local=False)
 

@@ -259,7 +259,9 @@ class OAuth2Provider:
             return Reply(400, {"error": "invalid_grant", "error_description": "unknown or used authorization code"})
         entry["used"] = True
         if time.time() > entry["expires"]:
-            return Reply(400, {"error": "invalid_grant", "error_description": "authorization code expired"})
+            # Quoting what it was sent, as some providers do: the client must not log it.
+            quoted = f"authorization code expired: {form.get('code')} (verifier {form.get('code_verifier')})"
+            return Reply(400, {"error": "invalid_grant", "error_description": quoted})
         if form.get("redirect_uri") != entry["redirect_uri"]:
             return Reply(400, {"error": "invalid_grant", "error_description": "redirect_uri mismatch"})
         verifier = form.get("code_verifier") or ""

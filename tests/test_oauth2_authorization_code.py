@@ -1,7 +1,9 @@
 """OAuth2 authorization code with PKCE: Connect through the browser redirects, the callback,
 refresh with rotation, and what the manager sees when something goes wrong."""
 
+import time
 from datetime import timedelta
+from unittest.mock import MagicMock, patch
 from urllib.parse import parse_qs, urlsplit
 
 from freezegun import freeze_time
@@ -13,6 +15,7 @@ from odoo.tools import mute_logger
 
 from ..const import OAUTH2_CALLBACK_ROUTE, OAUTH2_CONNECT_ROUTE_PREFIX
 from ..core.exceptions import IntegrationHTTPError, IntegrationReconnectNeededError
+from ..models.connector.oauth2_connect import CONNECT_LINK_WINDOW
 from .common import CONNECTOR_LOGGER, OAUTH2_ROUTE_LOGGER, IntegrationHubMixin, capture_logs, run_job
 from .oauth2_provider import OAuth2Provider
 
@@ -252,8 +255,8 @@ class TestOAuth2AuthorizationCode(IntegrationHubMixin, HttpCase):
     def test_expired_code_is_reported(self):
         connector = self._connector()
         self.provider.code_lifetime = -1  # expired before it arrives
-        with mute_logger(CONNECTOR_LOGGER):
-            response = self._press_connect(connector)
+        logs = capture_logs(self)
+        response = self._press_connect(connector)
         self.assertEqual(urlsplit(response.url).path, f"/odoo/integration.connector/{connector.id}")
         token = self._token(connector)
         self.assertEqual(token.connection_state, "disconnected")
@@ -262,6 +265,12 @@ class TestOAuth2AuthorizationCode(IntegrationHubMixin, HttpCase):
         self.assertFalse(token.access_token_is_set)
         code = parse_qs(urlsplit(response.history[-1].url).query)["code"][0]
         self.assertNotIn(code, token.connection_message)
+        logged = "\n".join(logs.lines)
+        self.assertIn("authorization code expired: ", logged, "the refusal is logged, with the provider's words")
+        self.assertNotIn(code, logged, "the code the provider quoted is masked in the log")
+        verifier = self.provider.requests_to("/token")[-1].form()["code_verifier"]
+        self.assertNotIn(verifier, logged)
+        self.assertNotIn(verifier, token.connection_message)
 
     def test_authorization_left_too_long_is_dropped(self):
         connector = self._connector()
@@ -292,11 +301,42 @@ class TestOAuth2AuthorizationCode(IntegrationHubMixin, HttpCase):
         with self.assertRaises(AccessError):
             connector.with_user(self.operator).action_oauth2_connect()
         # A Connect link made for someone else does not work for an operator either.
-        link_token = connector.with_user(self.manager)._oauth2_connect_token()
+        link_token = connector.with_user(self.manager)._oauth2_connect_token("the manager's session")
         self.authenticate("ih_operator", "ih_operator_pw1")
         response = self.url_open(f"{OAUTH2_CONNECT_ROUTE_PREFIX}/{connector.id}?token={link_token}")
         self.assertEqual(response.status_code, 403)
         self.assertEqual(self.provider.requests_to("/authorize"), [])
+
+    def test_a_connect_link_works_only_in_its_session_and_for_a_while(self):
+        connector = self._connector()
+        self.authenticate("ih_manager", "ih_manager_pw1")
+        binding = connector.with_user(self.manager)._oauth2_session_binding
+        url = f"{OAUTH2_CONNECT_ROUTE_PREFIX}/{connector.id}?token="
+        fake = MagicMock()
+        with patch("odoo.addons.integration_hub.models.connector.oauth2_connect.request", new=fake):
+            fake.session.sid = self.session.sid
+            this_session = binding()
+            fake.session.sid = "another-browser"
+            other_session = binding()
+        as_manager = connector.with_user(self.manager)
+        window = int(time.time() // CONNECT_LINK_WINDOW)
+        refused = {
+            "another session": as_manager._oauth2_connect_token(other_session),
+            "made 20 minutes ago": as_manager._oauth2_connect_token(this_session, window - 2),
+            "no session": as_manager._oauth2_connect_token(""),
+            "tampered": as_manager._oauth2_connect_token(this_session)[:-1] + "0",
+        }
+        for why, token in refused.items():
+            with self.subTest(why):
+                self.assertEqual(self.url_open(url + token, allow_redirects=False).status_code, 403)
+        self.assertEqual(self.provider.requests_to("/authorize"), [])
+        for token in (
+            as_manager._oauth2_connect_token(this_session, window - 1),
+            as_manager._oauth2_connect_token(this_session),
+        ):
+            response = self.url_open(url + token, allow_redirects=False)
+            self.assertEqual(response.status_code, 303)
+            self.assertTrue(response.headers["Location"].startswith(self.provider.url + "/authorize?"))
 
     def test_a_401_twice_after_refresh_is_an_error(self):
         connector = self._connected()

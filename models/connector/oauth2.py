@@ -16,12 +16,15 @@ from ...core.exceptions import (
     IntegrationReconnectNeededError,
     UnsafeURLError,
 )
-from ...core.redact import redact_url
+from ...core.redact import redact_text, redact_url
 from ..integration_connector_state import state_cursor
 from ..integration_secret_mixin import secret_fields
 from .call import _get_session
 
 _logger = logging.getLogger(__name__)
+
+# Token request parameters that are credentials (RFC 6749, 7523, 7636).
+_TOKEN_REQUEST_SECRETS = ("code", "code_verifier", "refresh_token", "assertion", "client_assertion", "client_secret")
 
 
 class IntegrationConnector(models.Model):
@@ -268,6 +271,9 @@ class IntegrationConnector(models.Model):
             # The authorization server is down or throttling: try again later, like any call.
             raise self._http_error("POST", url, response)
         if response.status_code != 200 or not isinstance(payload, dict) or not payload.get("access_token"):
+            # A provider may quote what it was sent (a code, a verifier, an assertion): never
+            # into the log or the message.
+            sent = [str(data[key]) for key in _TOKEN_REQUEST_SECRETS if data.get(key)]
             remote = oauth2_error = ""
             if isinstance(payload, dict) and payload.get("error"):
                 oauth2_error = str(payload["error"])
@@ -278,7 +284,7 @@ class IntegrationConnector(models.Model):
                     code=self.code,
                     url=redact_url(url),
                     status=response.status_code,
-                    remote=f" ({self._redact(remote)})" if remote else "",
+                    remote=f" ({redact_text(remote, self._known_secret_values() + sent)})" if remote else "",
                 ),
                 oauth2_error=oauth2_error or None,
             )

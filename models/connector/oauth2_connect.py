@@ -1,9 +1,12 @@
 import json
 import logging
 import re
+import time
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.http import request
+from odoo.tools import consteq
 from odoo.tools.misc import hmac
 
 from ...const import OAUTH2_CALLBACK_ROUTE, OAUTH2_CONNECT_ROUTE_PREFIX
@@ -15,6 +18,10 @@ from ..integration_oauth_token import AUTHORIZATION_TIMEOUT_MINUTES
 _logger = logging.getLogger(__name__)
 
 CONNECT_TOKEN_SCOPE = "integration_hub.oauth2_connect"
+SESSION_BINDING_SCOPE = "integration_hub.oauth2_session"
+# A Connect link works in the browser session that asked for it, for 10 to 20 minutes
+# (the current and the previous window of this many seconds).
+CONNECT_LINK_WINDOW = 600
 # What of a provider's error text is shown back (it arrives through the browser).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
@@ -87,7 +94,8 @@ class IntegrationConnector(models.Model):
         self._oauth2_check_connect_settings()
         return {
             "type": "ir.actions.act_url",
-            "url": f"{OAUTH2_CONNECT_ROUTE_PREFIX}/{self.id}?token={self._oauth2_connect_token()}",
+            "url": f"{OAUTH2_CONNECT_ROUTE_PREFIX}/{self.id}"
+            f"?token={self._oauth2_connect_token(self._oauth2_session_binding())}",
             "target": "self",
         }
 
@@ -108,9 +116,29 @@ class IntegrationConnector(models.Model):
     def _oauth2_redirect_uri(self):
         return f"{self.get_base_url().rstrip('/')}{OAUTH2_CALLBACK_ROUTE}"
 
-    def _oauth2_connect_token(self):
-        """What the Connect link carries: proof that this user's Connect made the link."""
-        return hmac(self.env(su=True), CONNECT_TOKEN_SCOPE, (self.id, self.env.uid))
+    @api.model
+    def _oauth2_session_binding(self):
+        """What ties a Connect link and an authorization to this browser session, without
+        storing the session id (empty outside a request: such a link never validates)."""
+        if not request or not request.session.sid:
+            return ""
+        return hmac(self.env(su=True), SESSION_BINDING_SCOPE, request.session.sid)
+
+    def _oauth2_connect_token(self, session_binding, window=None):
+        """What the Connect link carries: proof that this user's Connect, in this browser
+        session, made the link lately (it may sit in a proxy log or the browser history)."""
+        window = int(time.time() // CONNECT_LINK_WINDOW) if window is None else window
+        digest = hmac(self.env(su=True), CONNECT_TOKEN_SCOPE, (self.id, self.env.uid, session_binding, window))
+        return f"{window}.{digest}"
+
+    def _oauth2_connect_token_valid(self, token, session_binding):
+        window, _dot, _digest = (token or "").partition(".")
+        if not session_binding or not window.isdigit():
+            return False
+        now = int(time.time() // CONNECT_LINK_WINDOW)
+        if int(window) not in (now, now - 1):
+            return False
+        return consteq(token, self._oauth2_connect_token(session_binding, int(window)))
 
     def _oauth2_authorize_extra_params(self):
         text = (self.oauth2_authorize_params or "").strip()
