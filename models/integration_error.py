@@ -7,7 +7,9 @@ import psycopg2
 import psycopg2.errors
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import AccessError, UserError
+
+from ..const import MANAGER_GROUP
 
 _logger = logging.getLogger(__name__)
 
@@ -102,6 +104,13 @@ class IntegrationFailureLog(models.Model):
             if target and hasattr(target, "_integration_can_retry") and target._integration_can_retry():
                 return target
         return None
+
+    def write(self, vals):
+        # Operators triage errors (resolve, ignore, reopen, retry): they change the state,
+        # never what an error points at, which Retry acts upon as superuser.
+        if set(vals) - {"state"} and not self.env.su and not self.env.user.has_group(MANAGER_GROUP):
+            raise AccessError(self.env._("Integration users may only change the state of an error."))
+        return super().write(vals)
 
     # Actions ---------------------------------------------------------------------------
 

@@ -22,6 +22,29 @@ class TestAccess(IntegrationHubCase):
             as_operator.unlink()
         self.assertEqual(connector.base_url, self.server.url + "/api")
 
+    def test_operator_triages_errors_but_cannot_repoint_them(self):
+        # Retry acts (as superuser) on what an error points at: an operator must not be able
+        # to aim it at another failed job or record.
+        connector = self._create_connector()
+        error_id = self.env["integration.error"]._record(
+            connector, {"operation": "Push order", "error_class": "IntegrationHTTPError"}, same_transaction=True
+        )
+        as_operator = self.env["integration.error"].with_user(self.operator).browse(error_id)
+        as_operator.action_ignore()
+        self.assertEqual(as_operator.state, "ignored")
+        job = self.env["res.partner"].with_delay().read(["name"])
+        job_record = self.env["queue.job"].search([("uuid", "=", job.uuid)])
+        for values in (
+            {"queue_job_id": job_record.id},
+            {"res_model": "res.partner", "res_id": self.env.user.partner_id.id},
+            {"message": "edited"},
+        ):
+            with self.subTest(values=values), self.assertRaises(AccessError):
+                as_operator.write(values)
+        as_manager = as_operator.with_user(self.manager)
+        as_manager.write({"message": "annotated by a manager"})
+        self.assertEqual(as_manager.message, "annotated by a manager")
+
     def test_form_hides_secret_inputs_from_operators(self):
         Connector = self.env["integration.connector"]
         operator_arch = Connector.with_user(self.operator).get_views([(False, "form")])["views"]["form"]["arch"]
