@@ -41,7 +41,10 @@ def field_value(value, ttype):
     if ttype == "integer":
         return _integer(value)
     if ttype in ("float", "monetary"):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError("not a finite number") from None
         if not math.isfinite(number):
             raise ValueError("not a finite number")
         return number

@@ -2,18 +2,22 @@
 -- neither call partners with production credentials nor take their webhooks.
 
 -- forget every encrypted secret (connector credentials, signing secrets, cached OAuth2
--- access and refresh tokens): every column named *_encrypted of the addon's tables, so a
--- secret added later is cleared too
+-- access and refresh tokens): every column named *_encrypted of the tables named
+-- integration_* (this addon's, and those of addons extending it), so a secret added later
+-- is cleared too; tables only, not views
 DO $$
 DECLARE
     secret record;
 BEGIN
     FOR secret IN
-        SELECT table_name, column_name
-          FROM information_schema.columns
-         WHERE table_schema = current_schema()
-           AND table_name LIKE 'integration\_%'
-           AND column_name LIKE '%\_encrypted'
+        SELECT c.table_name, c.column_name
+          FROM information_schema.columns c
+          JOIN information_schema.tables t
+            ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+         WHERE c.table_schema = current_schema()
+           AND t.table_type = 'BASE TABLE'
+           AND c.table_name LIKE 'integration\_%'
+           AND c.column_name LIKE '%\_encrypted'
     LOOP
         EXECUTE format('UPDATE %I SET %I = NULL WHERE %I IS NOT NULL',
                        secret.table_name, secret.column_name, secret.column_name);

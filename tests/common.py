@@ -32,7 +32,7 @@ from odoo.tools import config
 from odoo.addons.queue_job.exception import RetryableJobError
 from odoo.addons.queue_job.job import Job
 
-from ..const import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE
+from ..const import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE, MANAGER_GROUP, USER_GROUP
 
 # Logger names, by the part of the addon that logs (a package's name covers its files):
 # tests mute or capture these, never a module path that a refactoring may move.
@@ -268,8 +268,8 @@ class IntegrationHubMixin:
     def _setup_records(cls):
         cls.company = cls.env.company
         cls.other_company = cls.env["res.company"].create({"name": "Other Company (integration tests)"})
-        cls.manager = cls._create_user("ih_manager", "Integration Manager", "group_integration_manager")
-        cls.operator = cls._create_user("ih_operator", "Integration Operator", "group_integration_user")
+        cls.manager = cls._create_user("ih_manager", "Integration Manager", MANAGER_GROUP)
+        cls.operator = cls._create_user("ih_operator", "Integration Operator", USER_GROUP)
 
     @classmethod
     def _create_user(cls, login, name, group):
@@ -283,7 +283,7 @@ class IntegrationHubMixin:
                     "password": f"{login}_pw1",
                     "company_id": cls.company.id,
                     "company_ids": [(6, 0, cls.company.ids)],
-                    "groups_id": [(6, 0, [cls.env.ref(f"integration_hub.{group}").id])],
+                    "groups_id": [(6, 0, [cls.env.ref(group).id])],
                 }
             )
         )

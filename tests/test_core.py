@@ -267,3 +267,5 @@ class TestJsonValues(BaseCase):
         self.assertEqual(field_value(7, "char"), "7")
         with self.assertRaises(ValueError):
             field_value("forty-two", "integer")
+        with self.assertRaisesRegex(ValueError, "not a finite number"):
+            field_value(10**400, "float")  # past what a float holds: said, not an OverflowError

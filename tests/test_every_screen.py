@@ -28,6 +28,7 @@ from lxml import etree
 from odoo.tests import HttpCase, common, tagged
 from odoo.tools.safe_eval import safe_eval
 
+from ..const import MANAGER_GROUP, USER_GROUP
 from .common import IntegrationHubMixin
 
 SCREENSHOT_DIR_VARIABLE = "INTEGRATION_HUB_SCREENSHOT_DIR"
@@ -72,8 +73,8 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
         cls._setup_env()
         cls.demo_connector = cls.env.ref(DEMO_CONNECTOR, raise_if_not_found=False)
         # Browser tests log in with the login as password.
-        cls.operator = cls._screen_user("ih_screens_operator", "Screens Operator", "group_integration_user")
-        cls.manager = cls._screen_user("ih_screens_manager", "Screens Manager", "group_integration_manager")
+        cls.operator = cls._screen_user("ih_screens_operator", "Screens Operator", USER_GROUP)
+        cls.manager = cls._screen_user("ih_screens_manager", "Screens Manager", MANAGER_GROUP)
         if cls.demo_connector:
             cls._setup_screen_records()
 
@@ -83,7 +84,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
             "name": name,
             "login": login,
             "password": login,
-            "groups_id": [(6, 0, [cls.env.ref(f"integration_hub.{group}").id])],
+            "groups_id": [(6, 0, [cls.env.ref(group).id])],
         }
         user = cls.env["res.users"].with_context(no_reset_password=True).create(values)
         if "tour_enabled" in user._fields:

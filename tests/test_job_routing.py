@@ -4,6 +4,7 @@ import json
 
 from odoo.tests import tagged
 
+from ..const import CHANNEL_OUTBOUND, CHANNEL_ROOT, CHANNEL_WEBHOOK
 from .common import IntegrationHubCase
 
 
@@ -26,27 +27,27 @@ class TestJobRouting(IntegrationHubCase):
 
     def test_outbound_calls_follow_the_job_function_channel(self):
         connector = self._create_connector()
-        self.assertEqual(self._queued_call(connector).channel, "root.integration.outbound")
+        self.assertEqual(self._queued_call(connector).channel, CHANNEL_OUTBOUND)
         # What an integrator does in Job Queue > Job Functions.
         function = self.env.ref("integration_hub.queue_job_function_connector_job_call")
         self.assertTrue(function.channel_id)
         function.channel_id = self._channel("partner-erp")
-        self.assertEqual(self._queued_call(connector).channel, "root.integration.partner-erp")
+        self.assertEqual(self._queued_call(connector).channel, f"{CHANNEL_ROOT}.partner-erp")
 
     def test_webhook_events_follow_the_job_function_channel(self):
         connector = self._create_connector(webhook_signature="none")
-        self.assertEqual(self._queued_event_job(connector, "evt-a").channel, "root.integration.webhook")
+        self.assertEqual(self._queued_event_job(connector, "evt-a").channel, CHANNEL_WEBHOOK)
         function = self.env.ref("integration_hub.queue_job_function_webhook_event_job_process")
         function.channel_id = self._channel("shop-events")
-        self.assertEqual(self._queued_event_job(connector, "evt-b").channel, "root.integration.shop-events")
+        self.assertEqual(self._queued_event_job(connector, "evt-b").channel, f"{CHANNEL_ROOT}.shop-events")
 
     def test_a_connector_job_channel_wins_over_the_function_channel(self):
         dedicated = self._channel("slow-partner")
         connector = self._create_connector(webhook_signature="none", job_channel_id=dedicated.id)
-        self.assertEqual(self._queued_call(connector).channel, "root.integration.slow-partner")
-        self.assertEqual(self._queued_event_job(connector, "evt-c").channel, "root.integration.slow-partner")
+        self.assertEqual(self._queued_call(connector).channel, f"{CHANNEL_ROOT}.slow-partner")
+        self.assertEqual(self._queued_event_job(connector, "evt-c").channel, f"{CHANNEL_ROOT}.slow-partner")
         other = self._create_connector()
-        self.assertEqual(self._queued_call(other).channel, "root.integration.outbound", "other connectors unaffected")
+        self.assertEqual(self._queued_call(other).channel, CHANNEL_OUTBOUND, "other connectors unaffected")
 
     def test_job_functions_and_channels_are_not_overwritten_on_update(self):
         for xmlid in (

@@ -12,6 +12,7 @@ from odoo.tools import mute_logger
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
+from ..const import CHANNEL_OUTBOUND
 from ..core import backoff
 from ..core.exceptions import (
     IntegrationCircuitOpenError,
@@ -92,7 +93,7 @@ class TestJobRetries(IntegrationHubCase):
         )
         uuid = self._enqueue(connector)
         job_record = self.env["queue.job"].search([("uuid", "=", uuid)])
-        self.assertEqual(job_record.channel, "root.integration.outbound")
+        self.assertEqual(job_record.channel, CHANNEL_OUTBOUND)
         delays = []
         with patch.object(backoff, "jitter_random") as rng, mute_logger(CONNECTOR_LOGGER):
             rng.uniform.side_effect = lambda low, high: high  # the ceiling of each jitter range

@@ -175,7 +175,7 @@ class IntegrationWebhookEvent(models.Model):
                 record_id, dispatcher_waiting, undispatched, committed_elsewhere = None, True, False, True
         if record_id is None:
             duplicate_of = self._count_duplicate(
-                connector.id, event_id, values["payload_hash"], committed_elsewhere=committed_elsewhere
+                connector.id, values["event_id"], values["payload_hash"], committed_elsewhere=committed_elsewhere
             )
             if undispatched and not dispatcher_waiting:
                 self._schedule_dispatch()
