@@ -119,11 +119,11 @@ def loads_or_none(data, max_depth=MAX_DEPTH):
     except RecursionError:
         return None
     except ValueError:
-        pass
-    try:
-        return loads(text, max_depth)
-    except ValueError:
-        return None
+        # Invalid for the C parser: maybe only an integer past the 4300-digit limit.
+        try:
+            return loads(text, max_depth)
+        except ValueError:
+            return None
 
 
 def _cleaned(document):
@@ -162,7 +162,7 @@ def payload_text(body):
         try:
             return body.decode("utf-8"), False
         except UnicodeDecodeError:
-            pass
+            return base64.b64encode(body).decode(), True
     return base64.b64encode(body).decode(), True
 
 
