@@ -16,7 +16,12 @@ import sys
 from odoo.cli.server import main as odoo_main
 from odoo.modules.registry import Registry
 from odoo.service import server
-from odoo.tests.result import OdooTestResult
+from odoo.tools import config
+
+# This runner always runs Odoo with --test-enable: say so before importing Odoo's test
+# framework, which otherwise logs an error (with a stack) about being imported outside tests.
+config["test_enable"] = True
+from odoo.tests.result import OdooTestResult  # noqa: E402
 
 _reports = {}
 _original_preload = server.preload_registries
