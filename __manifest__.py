@@ -19,6 +19,7 @@
         "views/integration_call_log_views.xml",
         "views/integration_connector_metric_views.xml",
         "views/integration_webhook_event_views.xml",
+        "views/integration_binding_views.xml",
         "views/integration_oauth2_templates.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
         "views/menus.xml",

@@ -21,6 +21,7 @@ Plain Python: no Odoo imports.
 """
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -192,3 +193,11 @@ def pretty_payload(payload, is_base64):
         return json.dumps(document, indent=2, ensure_ascii=False)
     except (ValueError, TypeError):
         return payload
+
+
+def payload_digest(payload):
+    """SHA-256 of a JSON-able payload in canonical form (sorted keys, no spaces): the same
+    data gives the same digest whatever the order its dict was built in. Used to skip a
+    record whose payload did not change since it was last sent or received."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8", errors="surrogatepass")).hexdigest()

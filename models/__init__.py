@@ -5,6 +5,7 @@ from . import integration_connector_metric
 from . import connector
 from . import integration_oauth_token
 from . import integration_error
+from . import integration_binding
 from . import integration_call_log
 from . import webhook_event
 from . import integration_webhook_duplicate

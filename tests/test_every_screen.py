@@ -138,6 +138,12 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
                 "response_body": '{"status": "up"}',
             }
         )
+        # A live binding and a tombstone (Open Record shows on the first only).
+        Binding = cls.env["integration.binding"]
+        Binding._bind(connector, cls.env.user.partner_id, "CUST-1001", payload={"name": "Screens"})
+        gone = cls.env["res.partner"].create({"name": "Deleted partner (screens)"})
+        Binding._bind(connector, gone, "CUST-1002")
+        Binding._mark_deleted(connector, "res.partner", gone.ids)
         now = datetime.now().replace(minute=0, second=0, microsecond=0)
         cls.env["integration.oauth.token"].sudo()._for_connector(connector).write(
             {
