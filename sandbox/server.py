@@ -1,0 +1,149 @@
+"""What every sandbox shape shares: a threaded HTTP server on 127.0.0.1, a per-token rate
+limit (sliding window), fault switches and a stats endpoint.
+
+Control endpoints, on every shape:
+
+- ``GET /_sandbox/stats``: requests, refusals, 429s, the busiest 60-second window, and what
+  the shape counts itself (e.g. pages skipped after a 429);
+- ``POST /_sandbox/faults`` with a JSON object: ``fail_rate`` (share of 5xx answers, 0..1),
+  ``delay`` (seconds before answering), ``burst_429`` (the next N requests get 429).
+"""
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class Reply:
+    """An answer: status, JSON body (or None), headers."""
+
+    def __init__(self, status=200, body=None, headers=None):
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+class RateLimit:
+    """At most ``limit`` requests per ``period`` seconds per key, as a sliding window.
+
+    ``hit`` answers None when the request may go, else the seconds until it may (what a
+    ``Retry-After`` says)."""
+
+    def __init__(self, limit, period=60.0):
+        self.limit = limit
+        self.period = period
+        self._hits = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key, now=None):
+        if not self.limit:
+            return None
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - self.period:
+                hits.popleft()
+            if len(hits) >= self.limit:
+                return max(1, int(hits[0] + self.period - now) + 1)
+            hits.append(now)
+            return None
+
+
+class SandboxServer:
+    """Base of a shape: subclasses implement ``route(method, path, query, headers, body)``."""
+
+    name = "sandbox"
+
+    def __init__(self, port=0, seed=7):
+        self.random = random.Random(seed)
+        self.faults = {"fail_rate": 0.0, "delay": 0.0, "burst_429": 0}
+        self.stats = {"requests": 0, "answered_429": 0, "answered_5xx": 0, "statuses": {}}
+        self._arrivals = deque()  # monotonic times, for the busiest 60-second window
+        self._busiest = 0
+        self._lock = threading.Lock()
+        sandbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                return
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                reply = sandbox._dispatch(self.command, self.path, self.headers, body)
+                payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, str(value))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name=f"sandbox-{self.name}", daemon=True)
+
+    @property
+    def url(self):
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def count(self, key, amount=1):
+        with self._lock:
+            self.stats[key] = self.stats.get(key, 0) + amount
+
+    def _dispatch(self, method, raw_path, headers, body):
+        parts = urlsplit(raw_path)
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        if parts.path == "/_sandbox/stats":
+            with self._lock:
+                return Reply(200, dict(self.stats, busiest_60s=self._busiest))
+        if parts.path == "/_sandbox/faults" and method == "POST":
+            self.faults.update(json.loads(body or b"{}"))
+            return Reply(200, self.faults)
+        now = time.monotonic()
+        with self._lock:
+            self.stats["requests"] += 1
+            self._arrivals.append(now)
+            while self._arrivals and self._arrivals[0] <= now - 60:
+                self._arrivals.popleft()
+            self._busiest = max(self._busiest, len(self._arrivals))
+            burst = self.faults.get("burst_429", 0) > 0
+            if burst:
+                self.faults["burst_429"] -= 1
+        if self.faults.get("delay"):
+            time.sleep(float(self.faults["delay"]))
+        if burst:
+            reply = Reply(429, {"error": "too_many_requests"}, {"Retry-After": 1})
+        elif self.faults.get("fail_rate") and self.random.random() < float(self.faults["fail_rate"]):
+            reply = Reply(503, {"error": "unavailable", "message": "injected failure"})
+        else:
+            reply = self.route(method, parts.path, query, headers, body)
+        with self._lock:
+            statuses = self.stats["statuses"]
+            statuses[str(reply.status)] = statuses.get(str(reply.status), 0) + 1
+            if reply.status == 429:
+                self.stats["answered_429"] += 1
+            elif reply.status >= 500:
+                self.stats["answered_5xx"] += 1
+        return reply
+
+    def route(self, method, path, query, headers, body):
+        raise NotImplementedError

@@ -1,0 +1,94 @@
+"""The partner sandbox behaves as the documents say (it is what syncs are tested against)."""
+
+from datetime import datetime, timedelta
+
+import requests
+
+from odoo.tests.common import BaseCase
+
+from ..sandbox.orders import PAGE_CAP, PAGE_SIZE, OrdersSandbox
+from ..sandbox.server import RateLimit
+
+
+class TestOrdersSandbox(BaseCase):
+    def setUp(self):
+        super().setUp()
+        # 1,000 orders over one day: about 21 every 30 minutes.
+        self.sandbox = OrdersSandbox(orders=1000, start=datetime(2026, 1, 1), span=timedelta(days=1)).start()
+        self.addCleanup(self.sandbox.stop)
+        self.http = requests.Session()
+        self.addCleanup(self.http.close)
+
+    def _get(self, path, token="token-a", **params):
+        return self.http.get(self.sandbox.url + path, params=params, headers={"Authorization": token}, timeout=10)
+
+    def _page(self, start, end, page, token="token-a"):
+        return self._get("/pedidos", token, dataInicial=start, dataFinal=end, direcaoOrdenacao="ASC", pagina=page)
+
+    def _stats(self):
+        return self.http.get(self.sandbox.url + "/_sandbox/stats", timeout=10).json()
+
+    def test_a_window_pages_by_50_with_the_total_in_a_header(self):
+        first = self._page("2026-01-01T00:00:00Z", "2026-01-01T06:00:00Z", 1)
+        self.assertEqual(first.status_code, 200)
+        self.assertEqual(int(first.headers["x-total-count"]), 250)
+        self.assertEqual(len(first.json()), PAGE_SIZE)
+        pages = [self._page("2026-01-01T00:00:00Z", "2026-01-01T06:00:00Z", n).json() for n in range(1, 7)]
+        self.assertEqual([len(rows) for rows in pages], [50, 50, 50, 50, 50, 0], "the sixth page is empty")
+        numbers = [order["pedidoId"] for rows in pages for order in rows]
+        self.assertEqual(numbers, list(range(1, 251)), "ascending, no gap, no repeat")
+        # A 30-minute window: one short page, the last.
+        short = self._page("2026-01-01T00:30:00Z", "2026-01-01T01:00:00Z", 1)
+        self.assertLess(len(short.json()), PAGE_SIZE)
+        self.assertEqual(int(short.headers["x-total-count"]), len(short.json()))
+        # The lowercase spelling of the documents' example works too.
+        lower = self._get("/pedidos", datainicial="2026-01-01T00:00:00Z", datafinal="2026-01-01T06:00:00Z", pagina=1)
+        self.assertEqual(lower.headers["x-total-count"], "250")
+
+    def test_deep_pages_are_refused(self):
+        response = self._page("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", PAGE_CAP)
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json()["error"], "deep_pagination")
+        self.assertEqual(self._page("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", PAGE_CAP - 1).status_code, 200)
+        self.assertEqual(self._stats()["deep_pages_refused"], 1)
+
+    def test_rate_limit_answers_429_with_retry_after_per_token(self):
+        self.sandbox.rate = RateLimit(5, 60.0)  # 5 a minute, for a short test
+        statuses = [self._get("/pedidos/1").status_code for _ in range(6)]
+        self.assertEqual(statuses, [200] * 5 + [429])
+        refused = self._get("/pedidos/1")
+        self.assertGreaterEqual(int(refused.headers["retry-after"]), 1)
+        self.assertEqual(self._get("/pedidos/1", token="token-b").status_code, 200, "another token has its own budget")
+        self.assertEqual(self._stats()["answered_429"], 2)
+
+    def test_a_page_skipped_after_a_429_is_counted(self):
+        window = ("2026-01-01T00:00:00Z", "2026-01-01T06:00:00Z")
+        self._page(*window, 1)
+        self._page(*window, 3)  # page 2 was never served: what the documents' example loop does after a 429
+        self.assertEqual(self._stats()["pages_skipped"], 1)
+        self._page(*window, 2)
+        self._page(*window, 4)
+        self.assertEqual(self._stats()["pages_skipped"], 1, "asking the same page again is fine")
+
+    def test_single_order_changes_and_faults(self):
+        self.assertEqual(self._get("/pedidos/42").json()["codigo"], "P0000042")
+        self.assertEqual(self._get("/pedidos/P0000042").json()["pedidoId"], 42)
+        self.assertEqual(self._get("/pedidos/999999").status_code, 404)
+        self.sandbox.set_order(42, situacao="cancelado")
+        self.assertEqual(self._get("/pedidos/42").json()["situacao"], "cancelado")
+        self.http.post(self.sandbox.url + "/_sandbox/faults", json={"burst_429": 2}, timeout=10)
+        self.assertEqual([self._get("/pedidos/42").status_code for _ in range(3)], [429, 429, 200])
+        self.http.post(self.sandbox.url + "/_sandbox/faults", json={"fail_rate": 1.0}, timeout=10)
+        self.assertEqual(self._get("/pedidos/42").status_code, 503)
+        stats = self._stats()
+        self.assertEqual(stats["answered_5xx"], 1)
+        self.assertGreaterEqual(stats["busiest_60s"], 7)
+
+    def test_a_token_over_500_requests_a_second_is_blocked_for_an_hour(self):
+        self.sandbox.burst = RateLimit(3, 1.0)  # 3 a second, for a short test
+        self.sandbox.rate = RateLimit(0)
+        statuses = [self._get("/pedidos/1").status_code for _ in range(4)]
+        self.assertEqual(statuses, [200, 200, 200, 429])
+        blocked = self._get("/pedidos/1")
+        self.assertEqual((blocked.status_code, blocked.headers["retry-after"]), (429, "3600"))
+        self.assertEqual(self._stats()["tokens_blocked"], 1)
