@@ -1,5 +1,6 @@
 """The partner sandbox behaves as the documents say (it is what syncs are tested against)."""
 
+import time
 from datetime import datetime, timedelta
 
 import requests
@@ -7,6 +8,7 @@ import requests
 from odoo.tests.common import BaseCase
 
 from ..sandbox.orders import PAGE_CAP, PAGE_SIZE, OrdersSandbox
+from ..sandbox.retail import RetailSandbox
 from ..sandbox.server import RateLimit
 
 
@@ -92,3 +94,81 @@ class TestOrdersSandbox(BaseCase):
         blocked = self._get("/pedidos/1")
         self.assertEqual((blocked.status_code, blocked.headers["retry-after"]), (429, "3600"))
         self.assertEqual(self._stats()["tokens_blocked"], 1)
+
+
+class TestRetailSandbox(BaseCase):
+    def setUp(self):
+        super().setUp()
+        # Fast jobs for tests (the documents say 3 to 5 items a second).
+        self.sandbox = RetailSandbox(api_key="key-1", items_per_second=10000).start()
+        self.addCleanup(self.sandbox.stop)
+        self.http = requests.Session()
+        self.http.headers["X-API-Key"] = "key-1"
+        self.addCleanup(self.http.close)
+
+    def _post(self, items):
+        return self.http.post(self.sandbox.url + "/erp-data/product/batch", json=items, timeout=10)
+
+    def _job(self, job_id):
+        for _attempt in range(50):
+            report = self.http.get(f"{self.sandbox.url}/erp-data/product/batch/{job_id}", timeout=10).json()
+            if report["state"] != "Processing":
+                return report
+            time.sleep(0.02)
+        self.fail(f"job {job_id} still processing")
+
+    def test_a_batch_is_accepted_then_polled_to_its_result(self):
+        response = self._post([{"erpId": n, "description": f"Product {n}"} for n in range(1, 301)])
+        self.assertEqual(response.status_code, 202)
+        report = self._job(response.json()["jobId"])
+        self.assertEqual(
+            {k: report[k] for k in ("state", "totalItems", "successCount", "failureCount")},
+            {"state": "Succeeded", "totalItems": 300, "successCount": 300, "failureCount": 0},
+        )
+        latest = self.http.get(self.sandbox.url + "/erp-data/product/get-latest-integration", timeout=10)
+        self.assertEqual(latest.status_code, 200)
+        self.assertTrue(latest.json()["lastDateTime"].endswith("Z"))
+
+    def test_resending_upserts_by_erp_id(self):
+        for description in ("first", "second"):
+            job_id = self._post([{"erpId": 7, "description": description}, {"erpId": 8, "description": "x"}]).json()
+            self._job(job_id["jobId"])
+        self.assertEqual(len(self.sandbox.products), 2, "no duplicate")
+        self.assertEqual(self.sandbox.products[7]["description"], "second")
+
+    def test_item_failures_make_a_partial_job_with_errors_and_one_history_line(self):
+        self.sandbox.reject_erp_ids = {3}
+        job_id = self._post([{"erpId": 1, "description": "ok"}, {"erpId": 2}, {"erpId": 3, "description": "no"}]).json()
+        report = self._job(job_id["jobId"])
+        self.assertEqual(
+            (report["state"], report["successCount"], report["failureCount"]), ("PartiallySucceeded", 1, 2)
+        )
+        self.assertEqual({error["erpId"] for error in report["errors"]}, {2, 3})
+        history = self.http.get(self.sandbox.url + "/erp-data/integration-history/ErpProduct?horas=24", timeout=10)
+        self.assertEqual(len(history.json()), 1, "one summary per batch, never a line per item")
+
+    def test_invalid_batches_are_refused_whole(self):
+        cases = {
+            "over 1,000 items": [{"erpId": n, "description": "x"} for n in range(1001)],
+            "a text erpId": [{"erpId": "12", "description": "x"}],
+            "a repeated erpId": [{"erpId": 5, "description": "x"}, {"erpId": 5, "description": "y"}],
+            "not a list": {"erpId": 1},
+        }
+        for why, items in cases.items():
+            with self.subTest(why):
+                response = self._post(items)
+                self.assertEqual(response.status_code, 400)
+                self.assertEqual(response.json()["error"], "invalid_batch")
+        self.assertEqual(self.sandbox.jobs, {})
+        self.assertEqual(
+            self.http.get(self.sandbox.url + "/erp-data/product/get-latest-integration", timeout=10).status_code, 404
+        )
+
+    def test_key_required_and_100_a_minute(self):
+        anonymous = requests.post(self.sandbox.url + "/erp-data/product/batch", json=[], timeout=10)
+        self.assertEqual(anonymous.status_code, 401)
+        self.sandbox.rate = RateLimit(3, 60.0)
+        statuses = [
+            self.http.get(self.sandbox.url + "/erp-data/product/batch/none", timeout=10).status_code for _ in range(4)
+        ]
+        self.assertEqual(statuses, [404, 404, 404, 429])
