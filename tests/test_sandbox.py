@@ -7,6 +7,7 @@ import requests
 
 from odoo.tests.common import BaseCase
 
+from ..sandbox.datasharing import DataSharingSandbox
 from ..sandbox.orders import PAGE_CAP, PAGE_SIZE, OrdersSandbox
 from ..sandbox.retail import RetailSandbox
 from ..sandbox.server import RateLimit
@@ -172,3 +173,100 @@ class TestRetailSandbox(BaseCase):
             self.http.get(self.sandbox.url + "/erp-data/product/batch/none", timeout=10).status_code for _ in range(4)
         ]
         self.assertEqual(statuses, [404, 404, 404, 429])
+
+
+def _table(batch_id, number, rows, table="TMOV", base=False):
+    return {
+        "tableName": table,
+        "erp": "RM",
+        "batchId": batch_id,
+        "messageNumber": number,
+        "recordCount": len(rows),
+        "isBaseLoad": base,
+        "rows": [{"columns": [{"name": k, "value": v} for k, v in row.items()]} for row in rows],
+    }
+
+
+class TestDataSharingSandbox(BaseCase):
+    def setUp(self):
+        super().setUp()
+        self.sandbox = DataSharingSandbox(client_id="c1", client_secret="s1").start()
+        self.addCleanup(self.sandbox.stop)
+        self.http = requests.Session()
+        self.addCleanup(self.http.close)
+        registry = self.http.get(self.sandbox.url + "/registry", timeout=10).json()
+        addresses = {entry["service"]: entry["endpoints"][0]["address"] for entry in registry}
+        token = self.http.post(
+            addresses["rac-token"],
+            data={
+                "grant_type": "client_credentials",
+                "scope": "authorization_api",
+                "client_id": "c1",
+                "client_secret": "s1",
+            },
+            timeout=10,
+        ).json()["access_token"]
+        self.http.headers["Authorization"] = f"Bearer {token}"
+        self.entities_url = addresses["provisioning-carol-definitions-entities"]
+
+    def _write(self, message):
+        return self.http.post(self.sandbox.url + "/tablestream/write", json=message, timeout=10).json()
+
+    def _summary(self, batch_id, messages, records):
+        body = {
+            "erp": "RM",
+            "batchId": batch_id,
+            "messageCount": messages,
+            "recordCount": records,
+            "timestampStart": "2026-01-01T00:00:00Z",
+            "timestampEnd": "2026-01-01T00:00:05Z",
+        }
+        return self.http.post(self.sandbox.url + "/tablestream/summary", json=body, timeout=10).json()
+
+    def test_token_and_entities(self):
+        self.assertEqual(requests.get(self.entities_url, timeout=10).status_code, 401, "a token is required")
+        self.assertEqual(self.http.get(self.entities_url, timeout=10).status_code, 400, "x-upload-version required")
+        entities = self.http.get(self.entities_url, headers={"x-upload-version": "2"}, timeout=10).json()
+        self.assertEqual(entities["uploadVersion"], 2)
+        self.assertEqual(
+            [(q["table"], q["forceReload"]) for q in entities["queries"]], [("TMOV", True), ("FLAN", False)]
+        )
+        wrong = requests.post(
+            self.sandbox.url + "/connect/token",
+            data={"grant_type": "client_credentials", "client_id": "c1", "client_secret": "nope"},
+            timeout=10,
+        )
+        self.assertEqual(wrong.status_code, 401)
+
+    def test_numbered_messages_and_a_matching_summary(self):
+        batch = 1767225600
+        rows = [{"ID": str(n), "VALOR": "1.50"} for n in range(200)]
+        self.assertTrue(self._write(_table(batch, 1, rows, base=True))["success"])
+        self.assertTrue(self._write(_table(batch, 2, [{"ID": "9", "DELETED": "true"}]))["success"])
+        # A retried message (same number, same content) is accepted once.
+        self.assertTrue(self._write(_table(batch, 2, [{"ID": "9", "DELETED": "true"}]))["success"])
+        self.assertTrue(self._summary(batch, 2, 201)["success"])
+        stats = self.http.get(self.sandbox.url + "/_sandbox/stats", timeout=10).json()
+        self.assertEqual((stats["messages"], stats["records"], stats["deleted_rows"], stats["retries"]), (2, 201, 1, 1))
+        # The base load of TMOV acknowledged its forceReload.
+        entities = self.http.get(self.entities_url, headers={"x-upload-version": "1"}, timeout=10).json()
+        self.assertFalse(entities["queries"][0]["forceReload"])
+        self.assertFalse(self._summary(batch, 2, 201)["success"], "a batch is summarised once")
+
+    def test_gaps_repeats_and_bad_messages_are_refused(self):
+        batch = 1767225605
+        self.assertTrue(self._write(_table(batch, 1, [{"ID": "1"}]))["success"])
+        gap = self._write(_table(batch, 3, [{"ID": "3"}]))
+        self.assertEqual(gap, {"success": False, "errors": ["message 3 out of order: expected 2"]})
+        repeat = self._write(_table(batch, 1, [{"ID": "other"}]))
+        self.assertIn("repeated with other content", repeat["errors"][0])
+        too_many = self._write(_table(batch, 2, [{"ID": str(n)} for n in range(201)]))
+        self.assertIn("at most 200 records", too_many["errors"][0])
+        not_text = _table(batch, 2, [{"ID": "2"}])
+        not_text["rows"][0]["columns"][0]["value"] = 2
+        self.assertIn("every value travels as a string", self._write(not_text)["errors"])
+        lost = self._summary(batch, 2, 2)
+        self.assertFalse(lost["success"])
+        self.assertIn("messageCount 2 but 1 messages received", lost["errors"])
+        stats = self.http.get(self.sandbox.url + "/_sandbox/stats", timeout=10).json()
+        self.assertEqual((stats["gaps"], stats["repeats"], stats["summaries_refused"]), (1, 1, 1))
