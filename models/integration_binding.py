@@ -30,13 +30,15 @@ class IntegrationBinding(models.Model):
 
     _name = "integration.binding"
     _description = "Integration Binding (external id of a record)"
+    _inherit = ["integration.related.mixin"]
     _order = "sync_date desc, id desc"
     _rec_name = "external_id"
 
     connector_id = fields.Many2one("integration.connector", required=True, ondelete="cascade", index=True)
     company_id = fields.Many2one(related="connector_id.company_id", store=True, index=True)
+    # The bound record: the related-record link every log of the addon has, required here.
     res_model = fields.Char(string="Model", required=True)
-    res_id = fields.Many2oneReference(string="Record", model_field="res_model", required=True)
+    res_id = fields.Many2oneReference(string="Record", required=True)
     external_id = fields.Char(string="External ID", required=True, help="The record's id on the remote side.")
     sync_date = fields.Datetime(string="Last Sync", help="When the record was last sent or received.")
     payload_hash = fields.Char(
@@ -67,17 +69,12 @@ class IntegrationBinding(models.Model):
                 f"{binding.connector_id.name}: {binding.res_model},{binding.res_id} ↔ {binding.external_id}"
             )
 
-    def action_open_record(self):
-        """Button: the bound Odoo record (when it still exists)."""
+    def action_open_related(self):
+        """Button: the bound Odoo record, unless it is gone (a tombstone)."""
         self.ensure_one()
         if self.is_deleted or not self.env[self.res_model].browse(self.res_id).exists():
             return False
-        return {
-            "type": "ir.actions.act_window",
-            "res_model": self.res_model,
-            "res_id": self.res_id,
-            "view_mode": "form",
-        }
+        return super().action_open_related()
 
     # Binder API --------------------------------------------------------------------------
 

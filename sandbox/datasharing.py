@@ -20,7 +20,6 @@ import base64
 import hashlib
 import json
 import secrets
-import sys
 import threading
 from urllib.parse import parse_qs
 
@@ -170,10 +169,7 @@ def main():
     parser = argparse.ArgumentParser(description="The data-sharing feed sandbox (HTTP JSON), on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8097)
     args = parser.parse_args()
-    sandbox = DataSharingSandbox(port=args.port).start()
-    sys.stdout.write(f"data-sharing sandbox on {sandbox.url} (registry: {sandbox.url}/registry)\n")
-    sys.stdout.flush()
-    sandbox.thread.join()
+    DataSharingSandbox(port=args.port).serve()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@
 """
 
 import argparse
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -143,10 +142,7 @@ def main():
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--orders", type=int, default=1000)
     args = parser.parse_args()
-    sandbox = OrdersSandbox(port=args.port, orders=args.orders).start()
-    sys.stdout.write(f"orders sandbox on {sandbox.url}\n")
-    sys.stdout.flush()
-    sandbox.thread.join()
+    OrdersSandbox(port=args.port, orders=args.orders).serve()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@
 import argparse
 import itertools
 import json
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -159,10 +158,7 @@ def main():
     parser.add_argument("--port", type=int, default=8098)
     parser.add_argument("--api-key", default="sandbox-retail-key")
     args = parser.parse_args()
-    sandbox = RetailSandbox(port=args.port, api_key=args.api_key).start()
-    sys.stdout.write(f"retail portal sandbox on {sandbox.url}\n")
-    sys.stdout.flush()
-    sandbox.thread.join()
+    RetailSandbox(port=args.port, api_key=args.api_key).serve()
 
 
 if __name__ == "__main__":

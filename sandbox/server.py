@@ -11,6 +11,7 @@ Control endpoints, on every shape:
 
 import json
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -100,6 +101,13 @@ class SandboxServer:
     def start(self):
         self.thread.start()
         return self
+
+    def serve(self):
+        """A shape's command line: start, say where, serve until the process is stopped."""
+        self.start()
+        sys.stdout.write(f"{self.name} sandbox on {self.url}\n")
+        sys.stdout.flush()
+        self.thread.join()
 
     def stop(self):
         self.httpd.shutdown()

@@ -193,19 +193,35 @@ def _self_signed_certificate(directory):
 
 
 class CaptureAll(logging.Handler):
-    """Keeps every formatted line it sees (see ``capture_logs``)."""
+    """Keeps every record it sees at ``level`` or above, and its formatted line (see
+    ``capture_logs`` and ``errors_logged``)."""
 
-    def __init__(self):
-        super().__init__(logging.DEBUG)
+    def __init__(self, level=logging.DEBUG):
+        super().__init__(level)
+        self.records = []
         self.lines = []
         self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
 
     def emit(self, record):
+        self.records.append(record)
         self.lines.append(self.format(record))
 
     @property
     def text(self):
         return "\n".join(self.lines)
+
+
+@contextmanager
+def errors_logged():
+    """The records logged at ERROR or above meanwhile, by any logger that reaches the root
+    (the addon, Odoo's HTTP layer and its tracebacks, werkzeug): a list, filled as they come."""
+    handler = CaptureAll(logging.ERROR)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
 
 
 def capture_logs(test, names=(ADDON_LOGGER, "urllib3", "requests")):

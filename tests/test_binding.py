@@ -71,7 +71,7 @@ class TestBinding(IntegrationHubCase):
         self.assertFalse(self.Binding._is_unchanged(self.connector, self.alice, {"name": "Alice"}))
         tombstone = self.Binding.search([("external_id", "=", "C-1")])
         self.assertTrue(tombstone.is_deleted)
-        self.assertFalse(tombstone.action_open_record())
+        self.assertFalse(tombstone.action_open_related())
         # Bound again (the record came back): alive again.
         self.Binding._bind(self.connector, self.alice, "C-1")
         self.assertEqual(self.Binding._to_internal(self.connector, "res.partner", "C-1"), self.alice)

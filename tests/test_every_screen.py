@@ -19,7 +19,6 @@ import base64
 import json
 import logging
 import os
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from unittest.mock import patch
 
@@ -29,7 +28,7 @@ from odoo.tests import HttpCase, common, tagged
 from odoo.tools.safe_eval import safe_eval
 
 from ..const import MANAGER_GROUP, USER_GROUP
-from .common import IntegrationHubMixin
+from .common import IntegrationHubMixin, errors_logged
 
 SCREENSHOT_DIR_VARIABLE = "INTEGRATION_HUB_SCREENSHOT_DIR"
 WALKER_MODULE = "@integration_hub/../tests/integration_hub_every_screen"
@@ -40,29 +39,6 @@ ROOT_MENU = "integration_hub.integration_hub_menu_root"
 DEMO_CONNECTOR = "integration_hub.integration_connector_demo_partner_erp"
 # Form buttons that open a dialog (a window action returned by the server), clicked when shown.
 DIALOG_BUTTONS = {"integration.connector": ["action_webhook_retry_failed"]}
-
-
-class _ErrorRecords(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
-@contextmanager
-def server_errors():
-    """Collect the ERROR lines Odoo logs meanwhile (server tracebacks of the browser's requests)."""
-    handler = _ErrorRecords()
-    loggers = [logging.getLogger("odoo"), logging.getLogger("werkzeug")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
 
 
 @tagged("post_install", "-at_install")
@@ -247,7 +223,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
     # The runs ----------------------------------------------------------------------------------
 
     def _browse(self, user, code, success_signal, timeout):
-        with server_errors() as errors:
+        with errors_logged() as errors:
             self.browser_js(
                 "/odoo",
                 code,
@@ -315,7 +291,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
             f"  else {{ console.log({json.dumps(FORM_SIGNAL)}); }}"
             "})();"
         )
-        with server_errors() as errors, patch.object(common.ChromeBrowser, "stop", screenshot_then_stop):
+        with errors_logged() as errors, patch.object(common.ChromeBrowser, "stop", screenshot_then_stop):
             self.browser_js(
                 f"/odoo/action-{action.id}/{self.demo_connector.id}",
                 code,

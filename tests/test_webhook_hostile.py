@@ -5,7 +5,6 @@ The README's table "Hostile input" lists what each one gets; these tests hold th
 
 import base64
 import json
-import logging
 import os
 import re
 import time
@@ -39,7 +38,7 @@ from ..core.jsonutil import (
 from ..core.redact import redact_text
 from ..core.textsafe import EVENT_ID_LIMIT, bounded_text, clean_text, is_storable, unique_key
 from . import webhook_senders as senders
-from .common import ADDON_LOGGER, KEY_A, CommittedConnector, IntegrationHubMixin, odoo_server, run_job
+from .common import ADDON_LOGGER, KEY_A, CommittedConnector, IntegrationHubMixin, errors_logged, odoo_server, run_job
 
 
 def nested(depth, inner=b""):
@@ -343,27 +342,13 @@ CORPUS = (
 )
 
 
-class _ErrorLines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(f"{record.name}: {record.getMessage()[:300]}")
-
-
 @contextmanager
 def no_error_logged(test):
     """Fail ``test`` if anything (our code, Odoo's HTTP layer, werkzeug) logs at ERROR or
     above meanwhile, which is where tracebacks go; other output is left as it is."""
-    handler = _ErrorLines()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with errors_logged() as records:
         yield
-    finally:
-        root.removeHandler(handler)
-    test.assertEqual(handler.lines, [], "logged at ERROR")
+    test.assertEqual([f"{r.name}: {r.getMessage()[:300]}" for r in records], [], "logged at ERROR")
 
 
 @tagged("post_install", "-at_install")

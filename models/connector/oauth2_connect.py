@@ -12,7 +12,6 @@ from odoo.tools.misc import hmac
 from ...const import OAUTH2_CALLBACK_ROUTE, OAUTH2_CONNECT_ROUTE_PREFIX
 from ...core.exceptions import IntegrationAuthError, IntegrationError
 from ...core.pkce import authorization_url
-from ...core.redact import redact_text
 from ..integration_oauth_token import AUTHORIZATION_TIMEOUT_MINUTES
 
 _logger = logging.getLogger(__name__)
@@ -234,7 +233,7 @@ class IntegrationConnector(models.Model):
                 token = env["integration.oauth.token"]._store(self, payload)
                 token._set_connection("connected", self.env._("Connected by %s.", self.env.user.name))
         except IntegrationError as exc:
-            reason = redact_text(str(exc), [code, verifier])
+            reason = str(exc)  # the token request masks what it sent (code, verifier)
             if isinstance(exc, IntegrationAuthError) and exc.oauth2_error == "invalid_grant":
                 return self.env._(
                     "The provider refused the authorization code (expired or already used): %s. "
