@@ -20,8 +20,10 @@
         "views/integration_connector_metric_views.xml",
         "views/integration_webhook_event_views.xml",
         "views/integration_binding_views.xml",
+        "views/integration_sync_flow_views.xml",
         "views/integration_oauth2_templates.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
+        "wizards/integration_sync_cursor_wizard_views.xml",
         "views/menus.xml",
     ],
     "demo": [

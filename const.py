@@ -10,6 +10,7 @@ MANAGER_GROUP = "integration_hub.group_integration_manager"
 CHANNEL_ROOT = "root.integration"
 CHANNEL_OUTBOUND = "root.integration.outbound"
 CHANNEL_WEBHOOK = "root.integration.webhook"
+CHANNEL_SYNC = "root.integration.sync"
 
 # PostgreSQL advisory lock namespaces (the first key of a two-key lock; the second is
 # the connector id). Distinct values keep the addon's locks from meeting each other.

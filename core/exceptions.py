@@ -157,3 +157,20 @@ def describe_transport_error(exc):
         if match:
             return match.group(0).strip().rstrip(".,;:")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class MappingError(ValueError):
+    """A value of a remote document does not fit the Odoo field it is mapped to (or back).
+
+    ``field`` and ``path`` name both ends of the map line; the message says why.
+    """
+
+    def __init__(self, message, field=None, path=None):
+        super().__init__(message)
+        self.field = field
+        self.path = path
+
+
+class SyncPageError(ValueError):
+    """A partner's page (or batch answer) is not of the shape the flow expects: the window
+    or batch fails readably and no cursor moves."""

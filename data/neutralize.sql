@@ -35,6 +35,10 @@ UPDATE integration_oauth_token
 UPDATE integration_connector
    SET webhook_paused = true;
 
+-- pause every sync flow (Resume on the copy is a decision, taken flow by flow)
+UPDATE integration_sync_flow
+   SET is_paused = true;
+
 -- stop recording calls
 UPDATE integration_connector
    SET debug_until = NULL;

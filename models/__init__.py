@@ -6,9 +6,14 @@ from . import connector
 from . import integration_oauth_token
 from . import integration_error
 from . import integration_binding
+from . import integration_field_map_mixin
+from . import integration_webhook_rule
+from . import integration_sync_flow
+from . import integration_sync_flow_field
+from . import integration_sync_run
+from . import base
 from . import integration_call_log
 from . import webhook_event
 from . import integration_webhook_duplicate
-from . import integration_webhook_rule
 from . import ir_http
 from . import queue_job

@@ -4,10 +4,7 @@ from odoo import SUPERUSER_ID, api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from ..core.jsonpath import field_value, json_path_get
-
-# Field types an event value can be written to without code.
-MAPPABLE_TYPES = ("char", "text", "html", "integer", "float", "monetary", "boolean", "date", "datetime", "selection")
-
+from .integration_field_map_mixin import MAPPABLE_TYPES
 
 # Models a rule may never write, whoever it runs as: code, configuration or access rights.
 PROTECTED_MODELS = frozenset({"res.users", "res.groups", "res.users.apikeys", "res.company"})
@@ -41,7 +38,11 @@ class IntegrationWebhookRule(models.Model):
         required=True, help="The event type this rule handles; '*' and '?' match any text, e.g. 'order.*'."
     )
     action_type = fields.Selection(
-        [("server_action", "Run a server action"), ("upsert", "Create or update a record")],
+        [
+            ("server_action", "Run a server action"),
+            ("upsert", "Create or update a record"),
+            ("sync_import", "Import the record through a sync flow"),
+        ],
         required=True,
         default="upsert",
     )
@@ -50,6 +51,13 @@ class IntegrationWebhookRule(models.Model):
         domain="[('model_id.model', '=', 'integration.webhook.event')]",
         help="A server action on Webhook Event: in its code, 'record' is the event and "
         "'record._payload_json()' its parsed body.",
+    )
+    sync_flow_id = fields.Many2one(
+        "integration.sync.flow",
+        ondelete="cascade",
+        domain="[('connector_id', '=', connector_id), ('direction', '=', 'import')]",
+        help="The event announces one remote record (its id at the External ID JSON Path): the flow "
+        "fetches it by id and imports it with its map and bindings. Repeated events are idempotent.",
     )
     model_id = fields.Many2one(
         "ir.model",
@@ -115,6 +123,17 @@ class IntegrationWebhookRule(models.Model):
                     raise ValidationError(
                         self.env._("Rule %s: the server action must be defined on Webhook Event.", rule.name)
                     )
+            elif rule.action_type == "sync_import":
+                if not (rule.sync_flow_id and rule.match_path):
+                    raise ValidationError(
+                        self.env._(
+                            "Rule %s: importing through a flow needs the flow and the JSON path of the id.", rule.name
+                        )
+                    )
+                if rule.sync_flow_id.connector_id != rule.connector_id or rule.sync_flow_id.direction != "import":
+                    raise ValidationError(
+                        self.env._("Rule %s: choose an import flow of the same connector.", rule.name)
+                    )
             elif not (rule.model_id and rule.match_field_id and rule.match_path):
                 raise ValidationError(
                     self.env._(
@@ -159,7 +178,20 @@ class IntegrationWebhookRule(models.Model):
             action = self.sudo().server_action_id.with_user(user).with_company(event.company_id)
             action.with_context(active_model=event._name, active_id=event.id, active_ids=event.ids).run()
             return self.env._("Server action %s ran.", action.name)
+        if self.action_type == "sync_import":
+            return self.sudo()._sync_import(event)
         return self.sudo()._upsert(event, user)
+
+    def _sync_import(self, event):
+        """Fetch and import the announced record through the rule's flow (its Run As user)."""
+        external_id = json_path_get(event._payload_json(), self.match_path)
+        if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
+            raise UserError(
+                self.env._(
+                    "Rule %(rule)s: no record id at %(path)r in the payload.", rule=self.name, path=self.match_path
+                )
+            )
+        return self.sync_flow_id._import_one(external_id)
 
     def _upsert(self, event, user):
         """Create or update the matched record as ``user`` (the rule is read as superuser)."""
@@ -187,7 +219,7 @@ class IntegrationWebhookRule(models.Model):
                     reason=exc,
                 )
             ) from None
-        values = {line.field_id.name: line._value(payload) for line in self.field_ids}
+        values = self.field_ids._to_odoo(self.field_ids._field_map(), payload)
         values[key] = external_id
         found = Model.search([(key, "=", external_id)], limit=2)
         if len(found) > 1:
@@ -208,51 +240,12 @@ class IntegrationWebhookRule(models.Model):
 
 class IntegrationWebhookRuleField(models.Model):
     _name = "integration.webhook.rule.field"
+    _inherit = ["integration.field.map.mixin"]
     _description = "Webhook Event Rule Field Mapping"
-    _order = "sequence, id"
 
     rule_id = fields.Many2one("integration.webhook.rule", required=True, ondelete="cascade", index=True)
-    sequence = fields.Integer(default=10)
     model_id = fields.Many2one(related="rule_id.model_id")
     field_id = fields.Many2one(
-        "ir.model.fields",
-        required=True,
-        ondelete="cascade",
         domain=f"[('model_id', '=', model_id), ('ttype', 'in', {list(MAPPABLE_TYPES)}), ('store', '=', True), "
         "('readonly', '=', False)]",
     )
-    json_path = fields.Char(
-        string="JSON Path", required=True, help="Dotted path in the payload, e.g. 'customer.email'."
-    )
-
-    @api.constrains("field_id", "rule_id")
-    def _check_field(self):
-        for line in self:
-            if line.field_id.model_id != line.rule_id.model_id:
-                raise ValidationError(
-                    self.env._("Field %s is not a field of the rule's model.", line.field_id.field_description)
-                )
-            if line.field_id.ttype not in MAPPABLE_TYPES:
-                raise ValidationError(
-                    self.env._(
-                        "Field %(field)s is a %(type)s field; only simple values can be mapped without code.",
-                        field=line.field_id.field_description,
-                        type=line.field_id.ttype,
-                    )
-                )
-
-    def _value(self, payload):
-        value = json_path_get(payload, self.json_path)
-        try:
-            return field_value(value, self.field_id.ttype)
-        except (TypeError, ValueError) as exc:
-            raise UserError(
-                self.env._(
-                    "Field %(field)s: %(value)r at %(path)r is not a valid %(type)s (%(reason)s).",
-                    field=self.field_id.field_description,
-                    value=str(value)[:100],
-                    path=self.json_path,
-                    type=self.field_id.ttype,
-                    reason=exc,
-                )
-            ) from None

@@ -1,1 +1,2 @@
 from . import integration_webhook_retry_wizard
+from . import integration_sync_cursor_wizard

@@ -8,3 +8,4 @@ from . import jwt
 from . import reliability
 from . import monitoring
 from . import webhook
+from . import sync

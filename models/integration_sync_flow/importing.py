@@ -1,0 +1,468 @@
+import logging
+from datetime import timedelta
+from urllib.parse import parse_qsl, quote
+
+import psycopg2
+
+from odoo import fields, models
+from odoo.exceptions import UserError, ValidationError
+
+from odoo.addons.queue_job.exception import RetryableJobError
+
+from ...core.exceptions import IntegrationError, MappingError, SyncPageError
+from ...core.jsonpath import json_path_get
+from ...core.jsonutil import loads_or_none, payload_digest
+from ...core.textsafe import unique_key
+from .common import MAX_WINDOWS_PER_PLAN
+
+_logger = logging.getLogger(__name__)
+
+TRUE_TEXTS = ("1", "true", "yes", "y", "s", "sim")
+
+
+def _is_true(value):
+    return value is True or (isinstance(value, int | float) and value == 1) or str(value).strip().lower() in TRUE_TEXTS
+
+
+class IntegrationSyncFlow(models.Model):
+    """Import: windows of the remote's last-change time, pages inside a window.
+
+    ``_plan_import`` cuts cursor..now into windows and queues one run each;
+    ``_import_window`` (the run's job) asks the pages, writing each page's records and the
+    checkpoint in one transaction of its own; ``_import_documents`` is the upsert shared
+    with ``_import_one`` (a webhook's single record).
+    """
+
+    _inherit = "integration.sync.flow"
+
+    # Planning ----------------------------------------------------------------------------
+
+    def _plan_import(self):
+        Run = self.env["integration.sync.run"]
+        if Run.search_count([("flow_id", "=", self.id), ("state", "in", ("queued", "running"))]):
+            # A Sync while windows wait adds nothing: they cover up to when they were planned.
+            self._kick_queued_runs()
+            return Run
+        now = fields.Datetime.now().replace(microsecond=0)
+        full = self.mode == "full" or self.is_reload_pending
+        start = self._import_start(full)
+        if start is None:
+            # No cursor and no start: one window of the last period
+            start = now - timedelta(minutes=self.window_minutes)
+        step = timedelta(minutes=self.window_minutes)
+        values = []
+        while start < now and len(values) < MAX_WINDOWS_PER_PLAN:
+            end = min(start + step, now)
+            values.append(
+                {"flow_id": self.id, "kind": "window", "window_start": start, "window_end": end, "is_base_load": full}
+            )
+            start = end
+        plan_ref = f"{fields.Datetime.to_string(now)}#{self.id}"
+        runs = Run.create([dict(v, plan_ref=plan_ref) for v in values])
+        if full:
+            self.is_reload_pending = False
+        self._kick_queued_runs()
+        return runs
+
+    def _import_start(self, full):
+        if full:
+            return self.start_at or None
+        if self.cursor_source == "remote":
+            remote = self._remote_cursor()
+            if remote:
+                return remote
+        return self.cursor_at or self.start_at or None
+
+    def _remote_cursor(self):
+        """The starting point the remote keeps (e.g. get-latest-integration), or None."""
+        if not self.cursor_remote_path:
+            return None
+        response = self.connector_id._request(
+            "GET", self.cursor_remote_path, raise_for_status=False, operation=f"{self.code}: latest integration"
+        )
+        if response.status_code != 200:
+            return None  # the documented client treats any other answer as "none yet"
+        value = json_path_get(loads_or_none(response.content) or {}, self.cursor_remote_json_path or "")
+        try:
+            return fields.Datetime.to_datetime(str(value).replace("T", " ").replace("Z", "")[:19] if value else None)
+        except ValueError:
+            return None
+
+    # One window ----------------------------------------------------------------------------
+
+    def _import_window(self, run):
+        """Job body of a window run: page after page from its checkpoint to the last page."""
+        run._checkpoint(state="running", started_at=run.started_at or fields.Datetime.now())
+        try:
+            while True:
+                with run._own_transaction() as page_run:
+                    if page_run.state != "running":
+                        return self.env._("Stopped: the run is %s.", page_run.state)
+                    more = page_run.flow_id._import_page(page_run)
+                if more == "split":
+                    with run._own_transaction() as split_run:
+                        split_run.flow_id._kick_queued_runs()  # the second half, if the flow runs windows in parallel
+                elif not more:
+                    break
+        except (UserError, ValidationError, MappingError, SyncPageError, IntegrationError) as exc:
+            run._fail(exc)
+            return self.env._("Window failed: %s", exc)
+        except psycopg2.errors.UniqueViolation:
+            # Another window imported the same remote record at the same moment: the page
+            # was rolled back whole; on the next try its binding exists.
+            raise RetryableJobError(self.env._("A record was bound concurrently; page retried."), seconds=2) from None
+        return self._finish_window(run)
+
+    def _import_page(self, run):
+        """Fetch the run's next page, upsert it, checkpoint; False when the window is done.
+
+        Runs inside the page's own transaction (``run`` belongs to it)."""
+        page = run.page_next
+        if self.paging_style in ("page", "offset") and page >= self.page_cap:
+            raise SyncPageError(
+                self.env._(
+                    "Window %(window)s: page %(page)s would be beyond the remote's page cap (%(cap)s).",
+                    window=run.name,
+                    page=page,
+                    cap=self.page_cap,
+                )
+            )
+        params = list(parse_qsl(self.extra_params or "", keep_blank_values=True))
+        params += list(self._window_params(self._request_start(run), run.window_end).items())
+        if self.paging_style == "page":
+            params.append((self.param_page, str(page)))
+        elif self.paging_style == "offset":
+            params.append((self.param_page, str((page - 1) * self.page_size)))
+        elif self.paging_style == "cursor" and run.page_token:
+            params.append((self.param_page, run.page_token))
+        if self.param_page_size and self.paging_style != "none":
+            params.append((self.param_page_size, str(self.page_size)))
+        response = self.connector_id._request(
+            "GET", self.remote_path, params=params, operation=f"{self.code}: {run.name} page {page}"
+        )
+        body = loads_or_none(response.content)
+        documents = json_path_get(body, self.records_json_path) if self.records_json_path else body
+        if not isinstance(documents, list):
+            raise SyncPageError(
+                self.env._(
+                    "Window %(window)s, page %(page)s: the answer holds no list of records%(where)s.",
+                    window=run.name,
+                    page=page,
+                    where=self.env._(" at %r", self.records_json_path) if self.records_json_path else "",
+                )
+            )
+        total = self._total(response)
+        if page == 1 and total is not None and total > (self.page_cap - 1) * self.page_size:
+            self._split_window(run, total)
+            return "split"
+        counts = self._import_documents(documents, run=run)
+        values = {
+            "page_next": page + 1,
+            "page_count": run.page_count + 1,
+            "remote_total": total if total is not None else run.remote_total,
+            "fetched_count": run.fetched_count + len(documents),
+        }
+        for key, amount in counts.items():
+            values[key] = run[key] + amount if isinstance(amount, int) else amount
+        more = self._has_more(response, body, documents, page, run.fetched_count + len(documents), total)
+        if self.paging_style == "cursor":
+            values["page_token"] = more or False
+        if not more and self.paging_style in ("page", "offset") and len(documents) == self.page_size:
+            # Full pages to the cap: the window holds more than the remote lets us page.
+            if page + 1 >= self.page_cap:
+                self._split_window(run, total)
+                return "split"
+        run.write(values)
+        return bool(more)
+
+    def _request_start(self, run):
+        """The window's start as asked: the overlap margin before it (clock skew)."""
+        return run.window_start - timedelta(seconds=self.overlap_seconds)
+
+    def _total(self, response):
+        if not self.total_header:
+            return None
+        value = response.headers.get(self.total_header)
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def _has_more(self, response, body, documents, page, fetched, total):
+        if self.paging_style == "none" or not documents:
+            return False
+        if self.paging_style == "cursor":
+            token = json_path_get(body, self.next_token_json_path) if self.next_token_json_path else None
+            return str(token) if token not in (None, "") else False
+        if len(documents) < self.page_size:
+            return False  # a short page is the last
+        if total is not None and fetched >= total:
+            return False
+        return page + 1 < self.page_cap
+
+    def _split_window(self, run, total):
+        """The window holds more than page cap × page size: halve it (the second half becomes a
+        new run); this run restarts at page 1 on the first half."""
+        middle = run.window_start + (run.window_end - run.window_start) / 2
+        middle = middle.replace(microsecond=0)
+        if middle <= run.window_start:
+            raise SyncPageError(
+                self.env._(
+                    "Window %(window)s holds %(total)s records, more than the remote pages (%(cap)s pages of "
+                    "%(size)s), and cannot be split below a second.",
+                    window=run.name,
+                    total=total,
+                    cap=self.page_cap - 1,
+                    size=self.page_size,
+                )
+            )
+        _logger.info(
+            "Flow %s: window %s holds %s records (more than %s pages of %s): split at %s",
+            self.code,
+            run.name,
+            total,
+            self.page_cap - 1,
+            self.page_size,
+            middle,
+        )
+        second = run.copy(
+            {
+                "window_start": middle,
+                "window_end": run.window_end,
+                "state": "queued",
+                "job_uuid": False,
+                "page_next": 1,
+                "page_token": False,
+            }
+        )
+        run.write({"window_end": middle, "page_next": 1, "page_token": False})
+        _logger.debug("Flow %s: second half of the window is run %s", self.code, second.id)
+        return True
+
+    def _finish_window(self, run):
+        """The window is done: the run's final state, and the cursor over done windows."""
+        with run._own_transaction() as done_run:
+            state = "partial" if done_run.failed_count else "done"
+            done_run.write({"state": state, "finished_at": fields.Datetime.now()})
+            flow = done_run.flow_id
+            flow._advance_import_cursor(done_run.plan_ref)
+            flow._kick_queued_runs()
+            summary = self.env._(
+                "%(state)s: %(pages)s page(s), %(fetched)s fetched, %(created)s created, %(updated)s updated, "
+                "%(unchanged)s unchanged, %(deleted)s deleted, %(failed)s failed",
+                state=state,
+                pages=done_run.page_count,
+                fetched=done_run.fetched_count,
+                created=done_run.created_count,
+                updated=done_run.updated_count,
+                unchanged=done_run.unchanged_count,
+                deleted=done_run.deleted_count,
+                failed=done_run.failed_count,
+            )
+        return summary
+
+    def _advance_import_cursor(self, plan_ref):
+        """Move the cursor over the done windows that follow it, without gaps: a failed or
+        partial window holds it (the next Sync reads from there again)."""
+        self.env.cr.execute("SELECT id FROM integration_sync_flow WHERE id = %s FOR UPDATE", [self.id])
+        self.invalidate_recordset(["cursor_at"])
+        cursor = self.cursor_at
+        runs = self.env["integration.sync.run"].search(
+            [("flow_id", "=", self.id), ("kind", "=", "window"), ("plan_ref", "=", plan_ref)],
+            order="window_start, id",
+        )
+        for run in runs:
+            if cursor and run.window_end <= cursor:
+                continue
+            if cursor and run.window_start > cursor:
+                break  # a gap (a window removed): stop
+            if run.state != "done":
+                break
+            cursor = run.window_end
+        if cursor and cursor != self.cursor_at:
+            self.cursor_at = cursor
+
+    # Upsert, shared by windows and single records -------------------------------------------
+
+    def _import_documents(self, documents, run=None):
+        """Create or update the Odoo records of remote ``documents``, bind them; returns counts.
+
+        Idempotent: a document whose binding holds the same digest is skipped, so a window
+        read twice creates nothing and writes nothing. A document that cannot be mapped (or
+        whose record cannot be written) is counted failed, with its reason on the run; the
+        others go through.
+        """
+        connector = self.connector_id
+        Model = self._model()
+        Binding = self.env["integration.binding"].sudo()
+        field_map = self.field_ids._field_map()
+        hook = self._hook("map")
+        counts = {"created_count": 0, "updated_count": 0, "unchanged_count": 0, "deleted_count": 0, "failed_count": 0}
+        errors = []
+        by_external = {}
+        for document in documents:
+            external_id = json_path_get(document, self.id_json_path) if isinstance(document, dict) else None
+            if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
+                counts["failed_count"] += 1
+                errors.append(self.env._("a record without an id at %r", self.id_json_path))
+                continue
+            by_external[unique_key(str(external_id))] = document  # the last copy of a repeated id wins
+        bindings = {
+            row["external_id"]: row
+            for row in Binding.with_context(active_test=False).search_read(
+                [
+                    ("connector_id", "=", connector.id),
+                    ("res_model", "=", self.model_name),
+                    ("external_id", "in", list(by_external)),
+                ],
+                ["external_id", "res_id", "payload_hash", "is_deleted"],
+            )
+        }
+        bound_ids = {row["res_id"] for row in bindings.values()}
+        existing = set(Model.browse(list(bound_ids)).exists().ids) if bound_ids else set()
+        now = fields.Datetime.now()
+        new_values, new_keys = [], []
+        touched = {}
+        for external_id, document in by_external.items():
+            binding = bindings.get(external_id)
+            record_id = binding["res_id"] if binding and binding["res_id"] in existing else None
+            digest = payload_digest(document)
+            if self.deleted_json_path and _is_true(json_path_get(document, self.deleted_json_path)):
+                if record_id and not binding["is_deleted"]:
+                    self._import_delete(Model.browse(record_id))
+                    Binding.browse(binding["id"]).write({"is_deleted": True, "sync_date": now, "payload_hash": digest})
+                    counts["deleted_count"] += 1
+                else:
+                    counts["unchanged_count"] += 1
+                continue
+            if record_id and not binding["is_deleted"] and binding["payload_hash"] == digest:
+                counts["unchanged_count"] += 1
+                continue
+            try:
+                values = field_map.to_odoo(document)
+                if hook:
+                    values = hook(self, document, values)
+            except (MappingError, UserError, ValueError, TypeError) as exc:
+                counts["failed_count"] += 1
+                errors.append(self.env._("%(id)s: %(error)s", id=external_id, error=exc))
+                continue
+            if not record_id and self.match_field_id:
+                record_id = self._adopt(Model, external_id)
+            if record_id:
+                try:
+                    with self.env.cr.savepoint():
+                        Model.browse(record_id).write(values)
+                except (UserError, ValidationError, psycopg2.IntegrityError) as exc:
+                    counts["failed_count"] += 1
+                    errors.append(self.env._("%(id)s: %(error)s", id=external_id, error=_short(exc)))
+                    continue
+                counts["updated_count"] += 1
+                touched[external_id] = (record_id, digest)
+            else:
+                new_values.append(values)
+                new_keys.append((external_id, digest))
+        for (external_id, digest), record_id in zip(
+            new_keys, self._create_records(Model, new_values, errors), strict=True
+        ):
+            if record_id:
+                counts["created_count"] += 1
+                touched[external_id] = (record_id, digest)
+            else:
+                counts["failed_count"] += 1
+        self._write_bindings(Binding, bindings, touched, now)
+        if errors and run is not None:
+            counts["error"] = run._add_errors(errors)
+        elif errors:
+            raise UserError("\n".join(errors[:5]))
+        return counts
+
+    def _create_records(self, Model, values_list, errors):
+        """Create in one call; if that fails, one by one to keep the good ones. Ids (or None)."""
+        if not values_list:
+            return []
+        try:
+            with self.env.cr.savepoint():
+                return Model.create(values_list).ids
+        except (UserError, ValidationError, psycopg2.IntegrityError, ValueError) as exc:
+            _logger.info("Flow %s: %d records not created together (%s); one by one", self.code, len(values_list), exc)
+        ids = []
+        for values in values_list:
+            try:
+                with self.env.cr.savepoint():
+                    ids.append(Model.create(values).id)
+            except (UserError, ValidationError, psycopg2.IntegrityError, ValueError) as exc:
+                errors.append(_short(exc))
+                ids.append(None)
+        return ids
+
+    def _write_bindings(self, Binding, bindings, touched, now):
+        new = []
+        for external_id, (record_id, digest) in touched.items():
+            binding = bindings.get(external_id)
+            values = {
+                "res_id": record_id,
+                "payload_hash": digest,
+                "sync_date": now,
+                "is_deleted": False,
+                "last_error": False,
+            }
+            if binding:
+                Binding.browse(binding["id"]).write(values)
+            else:
+                new.append(
+                    dict(values, connector_id=self.connector_id.id, res_model=self.model_name, external_id=external_id)
+                )
+        if new:
+            # A record adopted by its key field may hold a binding under another id: moved.
+            stale = Binding.search(
+                [
+                    ("connector_id", "=", self.connector_id.id),
+                    ("res_model", "=", self.model_name),
+                    ("res_id", "in", [v["res_id"] for v in new]),
+                ]
+            )
+            stale.unlink()
+            Binding.create(new)
+
+    def _adopt(self, Model, external_id):
+        field = self.match_field_id
+        value = external_id
+        if field.ttype == "integer":
+            try:
+                value = int(external_id)
+            except ValueError:
+                return None
+        found = Model.search([(field.name, "=", value)], limit=2)
+        return found.id if len(found) == 1 else None
+
+    def _import_delete(self, record):
+        if self.import_delete_action == "archive" and "active" in record._fields:
+            record.active = False
+        elif self.import_delete_action == "unlink":
+            record.unlink()
+
+    # A single record (webhooks) ------------------------------------------------------------
+
+    def _import_one(self, external_id):
+        """Fetch one remote record by id and upsert it like a window would (same map, same
+        bindings); returns the Odoo record. For webhook handlers announcing one record."""
+        self.ensure_one()
+        if not self.record_path:
+            raise UserError(self.env._("Flow %s has no Single Record Path to fetch one record.", self.name))
+        path = self.record_path.replace("{id}", quote(str(external_id), safe=""))
+        response = self.connector_id._request("GET", path, operation=f"{self.code}: record {external_id}")
+        document = loads_or_none(response.content)
+        if not isinstance(document, dict):
+            raise UserError(
+                self.env._("Flow %(flow)s: %(path)s did not answer a JSON object.", flow=self.name, path=path)
+            )
+        if self.records_json_path and isinstance(json_path_get(document, self.records_json_path), dict):
+            document = json_path_get(document, self.records_json_path)
+        self._import_documents([document])
+        return self.env["integration.binding"]._to_internal(
+            self.connector_id, self.model_name, json_path_get(document, self.id_json_path)
+        )
+
+
+def _short(exc):
+    return str(getattr(exc, "args", [exc])[0] if getattr(exc, "args", None) else exc)[:300]
