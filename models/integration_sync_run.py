@@ -141,14 +141,16 @@ class IntegrationSyncRun(models.Model):
     def _job_run(self):
         """Queue job entry point: work on this window or batch (resumable)."""
         self.ensure_one()
-        if self.state in ("done", "partial", "failed") and not self.remote_job_id:
+        if self.state in ("done", "partial", "failed"):
             return self.env._("Nothing to do: the run is %s.", self.state)
-        flow = self.flow_id.with_context(integration_related_model=self._name, integration_related_id=self.id)
+        # Errors of its calls are linked to the run (its Retry is theirs).
+        run = self.with_context(integration_related_model=self._name, integration_related_id=self.id)
+        flow = run.flow_id
         if flow.is_paused:
             return self.env._("Flow paused: the run waits for Resume.")
-        if self.kind == "window":
-            return flow._import_window(self)
-        return flow._export_batch(self)
+        if run.kind == "window":
+            return flow._import_window(run)
+        return flow._export_batch(run)
 
     # Checkpoints in transactions of their own ---------------------------------------------
 
@@ -156,8 +158,13 @@ class IntegrationSyncRun(models.Model):
     def _own_transaction(self):
         """``self`` in a transaction of its own, committed when the block ends (rolled back on
         an error): a page's records and its checkpoint are kept or lost together."""
+        # What this transaction holds goes to the database first (in tests the two share a
+        # connection; in production it is a no-op for the other transaction).
+        self.env.flush_all()
         with self.env.registry.cursor() as cr:
             yield self.with_env(self.env(cr=cr))
+        # What the other transaction wrote is read again, not served from this one's cache.
+        self.env.invalidate_all()
 
     def _checkpoint(self, **values):
         """Write ``values`` on the run at once, in a transaction of its own."""
@@ -174,6 +181,17 @@ class IntegrationSyncRun(models.Model):
         more = len(lines) - ERROR_LINES
         text = "\n".join(lines[:ERROR_LINES]) + (self.env._("\n… and %s more", more) if more > 0 else "")
         return ((self.error or "") + ("\n" if self.error else "") + text)[:ERROR_LIMIT]
+
+    def _position(self):
+        """Where an import window stands (read in the checkpoint's transaction)."""
+        self.ensure_one()
+        return {
+            "name": self.name,
+            "page": self.page_next,
+            "token": self.page_token or None,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+        }
 
     def _fail(self, exc):
         """The run failed for good: its state and error, in a transaction of its own (the

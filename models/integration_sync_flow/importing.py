@@ -37,13 +37,15 @@ class IntegrationSyncFlow(models.Model):
 
     # Planning ----------------------------------------------------------------------------
 
-    def _plan_import(self):
+    def _plan_import(self, until=None):
+        """Queue the windows from the cursor to ``until`` (now by default): one run each, at
+        most MAX_WINDOWS_PER_PLAN (a catch-up goes on at the next Sync)."""
         Run = self.env["integration.sync.run"]
         if Run.search_count([("flow_id", "=", self.id), ("state", "in", ("queued", "running"))]):
             # A Sync while windows wait adds nothing: they cover up to when they were planned.
             self._kick_queued_runs()
             return Run
-        now = fields.Datetime.now().replace(microsecond=0)
+        now = until or fields.Datetime.now().replace(microsecond=0)
         full = self.mode == "full" or self.is_reload_pending
         start = self._import_start(full)
         if start is None:
@@ -91,21 +93,33 @@ class IntegrationSyncFlow(models.Model):
     # One window ----------------------------------------------------------------------------
 
     def _import_window(self, run):
-        """Job body of a window run: page after page from its checkpoint to the last page."""
-        run._checkpoint(state="running", started_at=run.started_at or fields.Datetime.now())
+        """Job body of a window run: page after page from its checkpoint to the last page.
+
+        Each page is asked with no transaction open (a slow partner holds no snapshot or
+        lock), then its records and the checkpoint are written together in a transaction of
+        their own: a worker killed between pages resumes at the next one, and one killed
+        during a page's write redoes that page only.
+        """
+        with run._own_transaction() as started:
+            started.write({"state": "running", "started_at": started.started_at or fields.Datetime.now()})
+            position = started._position()
         try:
             while True:
+                fetched = self._fetch_page(position)
                 with run._own_transaction() as page_run:
                     if page_run.state != "running":
                         return self.env._("Stopped: the run is %s.", page_run.state)
-                    more = page_run.flow_id._import_page(page_run)
-                if more == "split":
+                    outcome = page_run.flow_id._store_page(page_run, fetched)
+                    position = page_run._position()
+                if outcome == "split":
                     with run._own_transaction() as split_run:
-                        split_run.flow_id._kick_queued_runs()  # the second half, if the flow runs windows in parallel
-                elif not more:
+                        split_run.flow_id._kick_queued_runs()  # the second half, if windows run in parallel
+                elif outcome == "done":
                     break
         except (UserError, ValidationError, MappingError, SyncPageError, IntegrationError) as exc:
             run._fail(exc)
+            with run._own_transaction() as failed_run:
+                failed_run.flow_id._kick_queued_runs()  # the next windows go on; the cursor waits
             return self.env._("Window failed: %s", exc)
         except psycopg2.errors.UniqueViolation:
             # Another window imported the same remote record at the same moment: the page
@@ -113,32 +127,31 @@ class IntegrationSyncFlow(models.Model):
             raise RetryableJobError(self.env._("A record was bound concurrently; page retried."), seconds=2) from None
         return self._finish_window(run)
 
-    def _import_page(self, run):
-        """Fetch the run's next page, upsert it, checkpoint; False when the window is done.
-
-        Runs inside the page's own transaction (``run`` belongs to it)."""
-        page = run.page_next
+    def _fetch_page(self, position):
+        """Ask the page at ``position`` (a run's ``_position()``); the parsed page."""
+        page = position["page"]
         if self.paging_style in ("page", "offset") and page >= self.page_cap:
             raise SyncPageError(
                 self.env._(
                     "Window %(window)s: page %(page)s would be beyond the remote's page cap (%(cap)s).",
-                    window=run.name,
+                    window=position["name"],
                     page=page,
                     cap=self.page_cap,
                 )
             )
         params = list(parse_qsl(self.extra_params or "", keep_blank_values=True))
-        params += list(self._window_params(self._request_start(run), run.window_end).items())
+        start = position["window_start"] - timedelta(seconds=self.overlap_seconds)
+        params += list(self._window_params(start, position["window_end"]).items())
         if self.paging_style == "page":
             params.append((self.param_page, str(page)))
         elif self.paging_style == "offset":
             params.append((self.param_page, str((page - 1) * self.page_size)))
-        elif self.paging_style == "cursor" and run.page_token:
-            params.append((self.param_page, run.page_token))
+        elif self.paging_style == "cursor" and position["token"]:
+            params.append((self.param_page, position["token"]))
         if self.param_page_size and self.paging_style != "none":
             params.append((self.param_page_size, str(self.page_size)))
         response = self.connector_id._request(
-            "GET", self.remote_path, params=params, operation=f"{self.code}: {run.name} page {page}"
+            "GET", self.remote_path, params=params, operation=f"{self.code}: {position['name']} page {page}"
         )
         body = loads_or_none(response.content)
         documents = json_path_get(body, self.records_json_path) if self.records_json_path else body
@@ -146,38 +159,44 @@ class IntegrationSyncFlow(models.Model):
             raise SyncPageError(
                 self.env._(
                     "Window %(window)s, page %(page)s: the answer holds no list of records%(where)s.",
-                    window=run.name,
+                    window=position["name"],
                     page=page,
                     where=self.env._(" at %r", self.records_json_path) if self.records_json_path else "",
                 )
             )
-        total = self._total(response)
+        return {"page": page, "documents": documents, "total": self._total(response), "body": body}
+
+    def _store_page(self, run, fetched):
+        """Upsert a fetched page and move the checkpoint, in the page's own transaction
+        (``run`` belongs to it); "more", "done" or "split"."""
+        page, documents, total = fetched["page"], fetched["documents"], fetched["total"]
+        if page != run.page_next:
+            # Another worker moved this window on meanwhile (a job run twice): drop ours.
+            _logger.info("Flow %s: page %s of run %s was stored meanwhile", self.code, page, run.id)
+            return "more"
         if page == 1 and total is not None and total > (self.page_cap - 1) * self.page_size:
             self._split_window(run, total)
             return "split"
         counts = self._import_documents(documents, run=run)
+        fetched_count = run.fetched_count + len(documents)
         values = {
             "page_next": page + 1,
             "page_count": run.page_count + 1,
             "remote_total": total if total is not None else run.remote_total,
-            "fetched_count": run.fetched_count + len(documents),
+            "fetched_count": fetched_count,
         }
         for key, amount in counts.items():
             values[key] = run[key] + amount if isinstance(amount, int) else amount
-        more = self._has_more(response, body, documents, page, run.fetched_count + len(documents), total)
+        more = self._has_more(fetched["body"], documents, page, fetched_count, total)
         if self.paging_style == "cursor":
             values["page_token"] = more or False
         if not more and self.paging_style in ("page", "offset") and len(documents) == self.page_size:
-            # Full pages to the cap: the window holds more than the remote lets us page.
-            if page + 1 >= self.page_cap:
+            if page + 1 >= self.page_cap and (total is None or fetched_count < total):
+                # Full pages up to the cap: the window holds more than the remote lets us page.
                 self._split_window(run, total)
                 return "split"
         run.write(values)
-        return bool(more)
-
-    def _request_start(self, run):
-        """The window's start as asked: the overlap margin before it (clock skew)."""
-        return run.window_start - timedelta(seconds=self.overlap_seconds)
+        return "more" if more else "done"
 
     def _total(self, response):
         if not self.total_header:
@@ -188,7 +207,7 @@ class IntegrationSyncFlow(models.Model):
         except ValueError:
             return None
 
-    def _has_more(self, response, body, documents, page, fetched, total):
+    def _has_more(self, body, documents, page, fetched, total):
         if self.paging_style == "none" or not documents:
             return False
         if self.paging_style == "cursor":
