@@ -33,7 +33,7 @@ class IntegrationFieldMapMixin(models.AbstractModel):
         help="Dotted path in the remote document, e.g. 'customer.email' or 'items.0.sku'.",
     )
 
-    @api.constrains("field_id", "model_id")
+    @api.constrains("field_id")
     def _check_field(self):
         for line in self:
             if line.field_id.model_id != line.model_id:

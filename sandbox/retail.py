@@ -157,8 +157,12 @@ def main():
     parser = argparse.ArgumentParser(description="The retail portal sandbox, on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8098)
     parser.add_argument("--api-key", default="sandbox-retail-key")
+    parser.add_argument("--rate", type=int, default=RATE_PER_MINUTE, help="requests a minute per key (0: no limit)")
+    parser.add_argument("--items-per-second", type=float, default=4.0, help="the portal's processing speed")
     args = parser.parse_args()
-    RetailSandbox(port=args.port, api_key=args.api_key).serve()
+    RetailSandbox(
+        port=args.port, api_key=args.api_key, rate_per_minute=args.rate, items_per_second=args.items_per_second
+    ).serve()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,18 @@ class TestNeutralize(IntegrationHubCase):
         job = self.env["queue.job"].search([("uuid", "=", connector._enqueue_call("GET", "/orders").uuid)])
         self.assertEqual(job.state, "pending")
         unrelated = self.env["res.partner"].with_delay().read(["name"])
+        flow = self.env["integration.sync.flow"].create(
+            {
+                "name": "Orders",
+                "code": "orders",
+                "connector_id": connector.id,
+                "model_id": self.env["ir.model"]._get("res.partner").id,
+                "remote_path": "/orders",
+                "interval_minutes": 5,
+            }
+        )
+        window = flow._plan_import()
+        self.assertTrue(window.job_uuid)
         self.assertTrue(connector.debug_until)
         self.assertFalse(connector.webhook_paused)
 
@@ -58,6 +70,11 @@ class TestNeutralize(IntegrationHubCase):
         # 4. nothing the addon queued runs (syncs and probes are jobs and crons; base
         #    deactivates every cron); other addons' jobs are theirs to neutralize
         self.assertEqual(job.state, "cancelled")
+        window_job = self.env["queue.job"].search([("uuid", "=", window.job_uuid)])
+        self.assertEqual(window_job.state, "cancelled", "a queued sync window does not run on the copy")
+        # 5. every sync flow paused: Sync Now is refused until a manager resumes it
+        self.assertTrue(flow.is_paused)
+        self.assertFalse(self.env["integration.sync.flow"]._cron_sync_due(), "no flow is due on the copy")
         unrelated_job = self.env["queue.job"].search([("uuid", "=", unrelated.uuid)])
         self.assertEqual(unrelated_job.state, "pending")
         crons = self.env["ir.cron"].with_context(active_test=False).search([("cron_name", "ilike", "integration")])

@@ -146,6 +146,28 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(self._pages_asked()[("2026-01-01T00:00:00Z", "2026-01-01T06:00:00Z")], [1, 2, 3, 4, 5])
         self.assertEqual(len(self._imported()), 250)
 
+    def test_a_catch_up_walks_windows_up_to_now_several_at_once(self):
+        self.flow.write({"window_minutes": 60, "parallel_windows": 2})
+        runs = self.flow._plan_import(until=DAY + timedelta(hours=5)).sorted("window_start")
+        self.assertEqual(len(runs), 5, "one window per hour from the start to the end")
+        self.assertEqual([bool(r.job_uuid) for r in runs], [True, True, False, False, False], "two at a time")
+        run_job(self.env, runs[0].job_uuid)
+        self.assertEqual([bool(r.job_uuid) for r in runs], [True, True, True, False, False], "one ended, one more")
+        self._run_all()
+        self.assertEqual(set(runs.mapped("state")), {"done"})
+        self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=5))
+        # A Sync while nothing is due plans nothing before the cursor.
+        self.assertFalse(self.flow._plan_import(until=DAY + timedelta(hours=5)))
+
+    def test_a_due_flow_is_queued_by_the_cron_and_a_paused_one_is_not(self):
+        self.flow.write({"interval_minutes": 10, "window_minutes": 60 * 24 * 400})
+        paused = self._flow(interval_minutes=10, is_paused=True)
+        self.assertEqual(self.env["integration.sync.flow"]._cron_sync_due(), 1)
+        self.assertTrue(self.flow.run_ids, "the due flow has its windows queued")
+        self.assertFalse(paused.run_ids)
+        self.assertGreater(self.flow.next_run_at, self.flow.last_run_at, "next time is an interval later")
+        self.assertEqual(self.env["integration.sync.flow"]._cron_sync_due(), 0, "not due again at once")
+
     def test_reading_a_window_again_creates_nothing(self):
         self.flow._plan_import(until=DAY + timedelta(hours=6))
         self._run_all()

@@ -498,7 +498,17 @@ class IntegrationSyncFlow(models.Model):
         self.ensure_one()
         Run = self.env["integration.sync.run"]
         limit = self.parallel_windows if self.direction == "import" else self.parallel_batches
-        busy = Run.search_count([("flow_id", "=", self.id), ("state", "=", "running")])
+        # Busy: running, or queued with a job already waiting for a worker.
+        busy = Run.search_count(
+            [
+                ("flow_id", "=", self.id),
+                "|",
+                ("state", "=", "running"),
+                "&",
+                ("state", "=", "queued"),
+                ("job_uuid", "!=", False),
+            ]
+        )
         waiting = Run.search(
             [("flow_id", "=", self.id), ("state", "=", "queued"), ("job_uuid", "=", False)],
             order="id",

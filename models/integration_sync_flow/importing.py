@@ -3,6 +3,7 @@ from datetime import timedelta
 from urllib.parse import parse_qsl, quote
 
 import psycopg2
+from psycopg2.extras import execute_values
 
 from odoo import fields, models
 from odoo.exceptions import UserError, ValidationError
@@ -441,7 +442,42 @@ class IntegrationSyncFlow(models.Model):
                 ]
             )
             stale.unlink()
-            Binding.create(new)
+            self._insert_bindings(new)
+
+    def _insert_bindings(self, rows):
+        """New bindings of a page in one INSERT: a binding is a plain row of this addon's own
+        table (no computed field but the connector's company, no override), and the ORM's
+        per-record create cost a tenth of an import's time. The unique constraints still
+        hold: a concurrent import of the same id fails the page, which is retried."""
+        self.env.flush_all()
+        uid = self.env.uid
+        company_id = self.connector_id.company_id.id
+        execute_values(
+            self.env.cr._obj,
+            """INSERT INTO integration_binding
+                   (connector_id, company_id, res_model, res_id, external_id, payload_hash, sync_date,
+                    is_deleted, create_uid, write_uid, create_date, write_date)
+               VALUES %s""",
+            [
+                (
+                    row["connector_id"],
+                    company_id,
+                    row["res_model"],
+                    row["res_id"],
+                    row["external_id"],
+                    row["payload_hash"],
+                    row["sync_date"],
+                    False,
+                    uid,
+                    uid,
+                    row["sync_date"],
+                    row["sync_date"],
+                )
+                for row in rows
+            ],
+            page_size=1000,
+        )
+        self.env["integration.binding"].invalidate_model()
 
     def _adopt(self, Model, external_id):
         field = self.match_field_id
