@@ -127,7 +127,8 @@ def worker_sync(db, url, records, tag):
     seconds = time.perf_counter() - started
     with registry.cursor() as cr:
         cr.execute(
-            "SELECT sum(created_count), count(*) FILTER (WHERE state != 'done') FROM integration_sync_run WHERE id IN %s",
+            "SELECT sum(created_count), count(*) FILTER (WHERE state != 'done') "
+            "FROM integration_sync_run WHERE id IN %s",
             [tuple(run_ids)],
         )
         created, not_done = cr.fetchone()
