@@ -343,6 +343,7 @@ class IntegrationSyncFlow(models.Model):
         now = fields.Datetime.now()
         new_values, new_keys = [], []
         touched = {}
+        adopted_ids = set()
         for external_id, document in by_external.items():
             binding = bindings.get(external_id)
             record_id = binding["res_id"] if binding and binding["res_id"] in existing else None
@@ -368,6 +369,8 @@ class IntegrationSyncFlow(models.Model):
                 continue
             if not record_id and self.match_field_id:
                 record_id = self._adopt(Model, external_id)
+                if record_id:
+                    adopted_ids.add(record_id)
             if record_id:
                 try:
                     with self.env.cr.savepoint():
@@ -389,7 +392,7 @@ class IntegrationSyncFlow(models.Model):
                 touched[external_id] = (record_id, digest)
             else:
                 counts["failed_count"] += 1
-        self._write_bindings(Binding, bindings, touched, now)
+        self._write_bindings(Binding, bindings, touched, now, adopted_ids)
         if errors and run is not None:
             counts["error"] = run._add_errors(errors)
         elif errors:
@@ -415,7 +418,7 @@ class IntegrationSyncFlow(models.Model):
                 ids.append(None)
         return ids
 
-    def _write_bindings(self, Binding, bindings, touched, now):
+    def _write_bindings(self, Binding, bindings, touched, now, adopted_ids=()):
         new = []
         for external_id, (record_id, digest) in touched.items():
             binding = bindings.get(external_id)
@@ -432,16 +435,17 @@ class IntegrationSyncFlow(models.Model):
                 new.append(
                     dict(values, connector_id=self.connector_id.id, res_model=self.model_name, external_id=external_id)
                 )
-        if new:
+        adopted = [v["res_id"] for v in new if v["res_id"] in adopted_ids]
+        if adopted:
             # A record adopted by its key field may hold a binding under another id: moved.
-            stale = Binding.search(
+            Binding.search(
                 [
                     ("connector_id", "=", self.connector_id.id),
                     ("res_model", "=", self.model_name),
-                    ("res_id", "in", [v["res_id"] for v in new]),
+                    ("res_id", "in", adopted),
                 ]
-            )
-            stale.unlink()
+            ).unlink()
+        if new:
             self._insert_bindings(new)
 
     def _insert_bindings(self, rows):
