@@ -245,6 +245,23 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(runs.fetched_count, 28, "40 minutes of orders")
         self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=1, minutes=30))
 
+    def test_an_existing_record_is_adopted_by_its_key_field(self):
+        existing = self.Partner.create({"name": "Known before the sync", "ref": "P0000005"})
+        self.flow.write(
+            {
+                "id_json_path": "codigo",
+                "match_field_id": self.env["ir.model.fields"]._get("res.partner", "ref").id,
+                "window_minutes": 30,
+            }
+        )
+        runs = self.flow._plan_import(until=DAY + timedelta(minutes=30))
+        self._run_all()
+        self.assertEqual((runs.created_count, runs.updated_count), (20, 1))
+        self.assertEqual(self.Partner.search_count([("ref", "=", "P0000005")]), 1, "adopted, not duplicated")
+        self.assertEqual(existing.name, "Cliente 5", "and updated from the remote")
+        binding = self.env["integration.binding"]._find(self.connector, "res.partner", external_id="P0000005")
+        self.assertEqual(binding.res_id, existing.id)
+
     def test_a_mapping_failure_fails_that_record_only(self):
         self.flow.field_ids.filtered(lambda line: line.field_id.name == "email").unlink()
         self.flow.write(
