@@ -47,7 +47,7 @@ class RetailSandbox(SandboxServer):
         self.jobs = {}  # jobId -> job dict
         self._job_numbers = itertools.count(1)
         self._jobs_lock = threading.Lock()
-        self.stats.update(batches=0, items_received=0, largest_batch=0)
+        self.stats.update(batches=0, items_received=0, largest_batch=0, largest_batch_bytes=0)
 
     def route(self, method, path, query, headers, body):
         if headers.get("X-API-Key") != self.api_key:
@@ -106,6 +106,7 @@ class RetailSandbox(SandboxServer):
         self.count("items_received", len(items))
         with self._lock:
             self.stats["largest_batch"] = max(self.stats["largest_batch"], len(items))
+            self.stats["largest_batch_bytes"] = max(self.stats["largest_batch_bytes"], len(body))
         return Reply(202, {"jobId": job_id})
 
     def _finish_due_jobs(self):

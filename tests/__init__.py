@@ -15,6 +15,7 @@ from . import test_job_routing
 from . import test_neutralize
 from . import test_binding
 from . import test_sandbox
+from . import test_sync_export
 from . import test_migration
 from . import test_tour
 from . import test_webhook_hostile

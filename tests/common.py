@@ -41,6 +41,8 @@ CONNECTOR_LOGGER = f"{ADDON_LOGGER}.models.connector"
 EVENT_LOGGER = f"{ADDON_LOGGER}.models.webhook_event"
 ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.webhook"
 OAUTH2_ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.oauth2"
+SYNC_FLOW_LOGGER = f"{ADDON_LOGGER}.models.integration_sync_flow"
+SYNC_RUN_LOGGER = f"{ADDON_LOGGER}.models.integration_sync_run"
 
 # Fixed keys for the tests: the key list under test is set explicitly, never inherited.
 KEY_A = Fernet.generate_key().decode()
