@@ -266,7 +266,7 @@ class IntegrationConnector(models.Model):
         secrets = self._known_secret_values()
         names = self._sensitive_param_names()
         body = call_kwargs.get("json")
-        body = json_module.dumps(body) if body is not None else call_kwargs.get("data")
+        body = json_module.dumps(body) if body is not None else _text(call_kwargs.get("data"))
         prepared_url = response.request.url if response is not None else url
         values = {
             "connector_id": self.id,
@@ -299,7 +299,7 @@ class IntegrationConnector(models.Model):
         request_excerpt = False
         if kwargs:
             body = kwargs.get("json")
-            body = json_module.dumps(body) if body is not None else kwargs.get("data")
+            body = json_module.dumps(body) if body is not None else _text(kwargs.get("data"))
             request_excerpt = redact_text(
                 f"{method} {redact_url(url, names)}\n"
                 f"{json_module.dumps(redact_headers(kwargs.get('headers') or {}, names))}\n{body or ''}",
@@ -324,3 +324,8 @@ class IntegrationConnector(models.Model):
                 "job_uuid": job_uuid,
             },
         )
+
+
+def _text(data):
+    """A request body as text for the logs (a JSON body may have been sent as UTF-8 bytes)."""
+    return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
