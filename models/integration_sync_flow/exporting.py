@@ -247,11 +247,14 @@ class IntegrationSyncFlow(models.Model):
         return items
 
     def _check_duplicates(self, items):
+        """Refuse a batch that holds one remote id twice (a render hook, or a binding's
+        external id equal to another record's Odoo id): the remote would keep one of them.
+        Ids are compared as text, as the remote may read 12 and "12" as one id."""
         seen, repeated = set(), set()
         for _key, document in items:
-            remote_id = json_path_get(document, self.remote_id_json_path)
+            remote_id = str(json_path_get(document, self.remote_id_json_path))
             if remote_id in seen:
-                repeated.add(str(remote_id))
+                repeated.add(remote_id)
             seen.add(remote_id)
         if repeated:
             raise SyncPageError(
@@ -435,6 +438,7 @@ class IntegrationSyncFlow(models.Model):
         acknowledged, a retried message keeps its number and content), then the summary."""
         run._checkpoint(state="running", started_at=run.started_at or fields.Datetime.now())
         items = self._batch_documents(run)
+        self._check_duplicates(items)
         table = self.table_name or self.code
         primary_key = self.primary_key_json_path or self.remote_id_json_path
         # One schema for the batch (tombstones carry fewer columns than records): a message
