@@ -1,5 +1,6 @@
 import json
 import logging
+import uuid
 from datetime import datetime, timedelta
 
 from odoo import fields, models
@@ -106,7 +107,8 @@ class IntegrationSyncFlow(models.Model):
         domain = list(self._export_domain())
         if since:
             domain.append(("write_date", ">", since - timedelta(seconds=self.overlap_seconds)))
-        plan_ref = f"{fields.Datetime.to_string(until)}#{self.id}"
+        # Unique per Sync: two Syncs in one second (a failed plan, then the next) are two plans.
+        plan_ref = f"{fields.Datetime.to_string(until)}#{self.id}#{uuid.uuid4().hex[:12]}"
         batches = self._cut_batches(domain, skip_unchanged=not full)
         if self.export_protocol == "messages":
             # One batch per run, its messages numbered inside it.
