@@ -147,6 +147,9 @@ class IntegrationSyncRun(models.Model):
         run = self.with_context(integration_related_model=self._name, integration_related_id=self.id)
         flow = run.flow_id
         if flow.is_paused:
+            # Without a job, the run is queued again by Resume (it was left with a finished
+            # job, which nothing would ever run again).
+            self.job_uuid = False
             return self.env._("Flow paused: the run waits for Resume.")
         if run.kind == "window":
             return flow._import_window(run)

@@ -138,6 +138,41 @@ class TestExportBatches(ExportCase):
         self.assertGreater(self.retail.stats["largest_batch_bytes"], 300, "batches are filled, not one item each")
         self.assertEqual(set(runs.mapped("state")), {"done"})
 
+    def test_no_more_batches_in_flight_than_the_flow_allows(self):
+        self._partners(5)
+        flow = self._flow(batch_size=1, parallel_batches=2)
+        runs = flow._sync()
+
+        def in_flight():
+            self.env.invalidate_all()
+            return runs.filtered(lambda r: r.state in ("queued", "running") and r.job_uuid)
+
+        self.assertEqual(len(in_flight()), 2)
+        most = 0
+        for _step in range(20):
+            pending = self.env["queue.job"].search(
+                [("uuid", "in", in_flight().mapped("job_uuid")), ("state", "=", "pending")]
+            )
+            if not pending:
+                break
+            self._run_job(pending[0].uuid)  # one worker, one job at a time
+            most = max(most, len(in_flight()))
+        self.assertEqual(set(runs.mapped("state")), {"done"})
+        self.assertEqual(most, 2, "a batch waiting for its poll, or for a worker, counts")
+
+    def test_a_paused_flow_holds_its_batches_until_resumed(self):
+        self._partners(2)
+        flow = self._flow()
+        run = flow._sync()
+        flow.action_pause()
+        self._run_job(run.job_uuid)
+        self.assertEqual((run.state, run.job_uuid), ("queued", False))
+        self.assertEqual(self.retail.stats["requests"], 0)
+        flow.action_resume()
+        self.assertTrue(run.job_uuid, "queued again")
+        self._drain(flow)
+        self.assertEqual(run.state, "done")
+
     def test_duplicate_remote_ids_in_a_batch_are_refused_before_sending(self):
         self._partners(3)
         flow = self._flow()

@@ -383,8 +383,8 @@ class IntegrationSyncFlow(models.Model):
 
     def action_resume(self):
         self.write({"is_paused": False})
-        for flow in self.filtered("interval_minutes"):
-            flow._kick_queued_runs()
+        for flow in self:
+            flow._kick_queued_runs()  # what the pause held back (manual Syncs too)
         return True
 
     def action_reset_cursor(self):
@@ -494,26 +494,17 @@ class IntegrationSyncFlow(models.Model):
         )
 
     def _kick_queued_runs(self):
-        """Queue the flow's waiting runs, as many as it may run at once."""
+        """Queue the flow's waiting runs, as many as it may run at once.
+
+        A run with a job is in flight, whether its job has started or not (a queued job
+        takes a worker as soon as the runner has one); a run without one waits: queued
+        by a Sync or a Retry, or held back by a pause (its job ended without working)."""
         self.ensure_one()
         Run = self.env["integration.sync.run"]
         limit = self.parallel_windows if self.direction == "import" else self.parallel_batches
-        # Busy: running, or queued with a job already waiting for a worker.
-        busy = Run.search_count(
-            [
-                ("flow_id", "=", self.id),
-                "|",
-                ("state", "=", "running"),
-                "&",
-                ("state", "=", "queued"),
-                ("job_uuid", "!=", False),
-            ]
-        )
-        waiting = Run.search(
-            [("flow_id", "=", self.id), ("state", "=", "queued"), ("job_uuid", "=", False)],
-            order="id",
-            limit=max(0, limit - busy),
-        )
+        live = [("flow_id", "=", self.id), ("state", "in", ("queued", "running"))]
+        busy = Run.search_count(live + [("job_uuid", "!=", False)])
+        waiting = Run.search(live + [("job_uuid", "=", False)], order="id", limit=max(0, limit - busy))
         for run in waiting:
             run._enqueue()
         return waiting
