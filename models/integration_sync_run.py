@@ -124,6 +124,9 @@ class IntegrationSyncRun(models.Model):
                     "remote_job_id": False,
                     "poll_count": 0,
                     "failed_count": 0,
+                    # Its own time: a batch retried hours later is not "polled too long" at once.
+                    "started_at": False,
+                    "finished_at": False,
                 }
             )
             run._enqueue()

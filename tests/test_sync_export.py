@@ -274,8 +274,14 @@ class TestExportBatches(ExportCase):
         self.assertIn("503", second.error)
         self.assertFalse(self.retail.jobs)
         self.retail.faults["fail_rate"] = 0.0
+        second.started_at -= timedelta(hours=3)  # retried long after it failed
         second.action_retry()
         self.assertEqual(second.state, "queued")
+        self.retail.items_per_second = 1  # the first poll finds it processing
+        self._run_job(second.job_uuid)
+        self._run_job(second.job_uuid)
+        self.assertEqual((second.state, second.poll_count), ("running", 1), "still polled, not given up")
+        self.retail.jobs["hangfire-job-1"]["due"] = time.time()
         self._drain(flow)
         self.assertEqual(second.state, "done")
         self.assertEqual(self._sent_erp_ids(), [second._res_ids()], "that batch, nothing else")

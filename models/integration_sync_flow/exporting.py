@@ -332,8 +332,9 @@ class IntegrationSyncFlow(models.Model):
                         minutes=self.poll_max_minutes,
                     )
                 )
-            run._checkpoint(poll_count=run.poll_count + 1)
-            self._schedule_poll(run, run.poll_count)
+            polls = run.poll_count + 1
+            run._checkpoint(poll_count=polls)
+            self._schedule_poll(run, polls)  # (run.poll_count, read before, is not the checkpoint's)
             return self.env._("Remote job %(job)s: %(state)s.", job=run.remote_job_id, state=state)
         item_errors = {}
         for entry in json_path_get(report, self.job_errors_json_path or "errors") or []:
