@@ -419,6 +419,20 @@ class TestExportMessages(ExportCase):
         )
         self.assertTrue(all(isinstance(value, str) for row in self._rows() for value in row.values()))
 
+    def test_a_refused_summary_fails_the_batch_and_keeps_the_cursor(self):
+        self._partners(3)
+        flow = self._flow()
+        run = flow._sync()
+        lost = Reply(200, {"success": False, "errors": ["messageCount 2 but 1 messages received"]})
+        with patch.object(self.feed, "_summary", lambda summary: lost), mute_logger(SYNC_RUN_LOGGER):
+            self._drain(flow)
+        self.assertEqual(run.state, "failed")
+        self.assertIn("Summary of batch", run.error)
+        self.assertIn("messageCount 2 but 1 messages received", run.error)
+        self.assertFalse(flow.cursor_at)
+        self.assertFalse(self._bindings(self.connector), "nothing taken, nothing bound")
+        self.assertEqual(len(flow._sync()._res_ids()), 3, "the next Sync sends them again")
+
     def test_duplicate_keys_in_a_batch_are_refused_before_sending(self):
         first, second = self._partners(2)
         # An id the partner gave to the first record is the second's Odoo id.

@@ -501,23 +501,20 @@ class IntegrationSyncFlow(models.Model):
             "timestampEnd": _iso(run.window_end),
         }
         answer = self._post_protocol(self.summary_path, summary, f"{self.code}: {run.name} summary")
-        with run._own_transaction() as ended:
-            if answer.get("success"):
-                ended.write({"sent_count": records})
-                ended.sent_digests_json = json.dumps({str(key): payload_digest(doc) for key, doc in items})
-                ended.flow_id._settle(ended, {}, final_state="done")
-            else:
-                ended.write(
-                    {
-                        "state": "partial",
-                        "finished_at": fields.Datetime.now(),
-                        "error": self.env._(
-                            "Summary of batch %(batch)s refused: %(errors)s",
-                            batch=run.batch_ref,
-                            errors="; ".join(map(str, answer.get("errors") or [])),
-                        ),
-                    }
+        if not answer.get("success"):
+            # The receiver checks its messages against the summary: refused, the batch is
+            # not taken (lost messages), so nothing is bound and the cursor stays.
+            raise SyncPageError(
+                self.env._(
+                    "Summary of batch %(batch)s refused: %(errors)s",
+                    batch=run.batch_ref,
+                    errors="; ".join(map(str, answer.get("errors") or [])) or "no reason given",
                 )
+            )
+        with run._own_transaction() as ended:
+            ended.write({"sent_count": records})
+            ended.sent_digests_json = json.dumps({str(key): payload_digest(doc) for key, doc in items})
+            ended.flow_id._settle(ended, {}, final_state="done")
         self._after_batch(run)
         return self.env._("Batch %(batch)s: %(count)s message(s).", batch=run.batch_ref, count=number - 1)
 
