@@ -62,7 +62,9 @@ class IntegrationSyncRun(models.Model):
     poll_count = fields.Integer(string="Polls")
     message_count = fields.Integer(string="Messages")
     sent_digests_json = fields.Text(help="Digest of each document sent, bound to its record once the remote took it.")
-    records_sent = fields.Integer(help="Messages protocol: records acknowledged so far (a retry resumes here).")
+    records_sent = fields.Integer(
+        help="Messages protocol: how far into the batch the acknowledged messages reach (a retry resumes there)."
+    )
 
     # Counts
     fetched_count = fields.Integer(string="Fetched")

@@ -433,6 +433,39 @@ class TestExportMessages(ExportCase):
         self.assertFalse(self._bindings(self.connector), "nothing taken, nothing bound")
         self.assertEqual(len(flow._sync()._res_ids()), 3, "the next Sync sends them again")
 
+    def test_records_changed_or_deleted_while_a_batch_waits_for_its_retry_go_next_time(self):
+        partners = self._partners(5)
+        flow = self._flow()
+        write = self.feed._write
+        answers_lost = []
+
+        def lose_the_answer_to_message_2(table, raw):
+            reply = write(table, raw)
+            if table["messageNumber"] == 2 and not answers_lost:
+                answers_lost.append(table["messageNumber"])
+                return Reply(503, {"error": "unavailable"})
+            return reply
+
+        run = flow._sync()
+        with patch.object(self.feed, "_write", lose_the_answer_to_message_2), mute_logger(CONNECTOR_LOGGER):
+            self._run_job(run.job_uuid)
+        # Both were in message 1, which the feed has.
+        deleted_id, changed = partners[0].id, partners[1]
+        partners[0].unlink()
+        changed.email = "new@example.com"
+        self._run_job(run.job_uuid)
+        self.assertEqual((run.state, run.message_count, run.sent_count), ("done", 3, 5))
+        stats = self.feed.stats
+        self.assertEqual((stats["retries"], stats["repeats"], stats["gaps"], stats["summaries_ok"]), (1, 0, 0, 1))
+        # The next Sync sends the delete and the change the feed has not seen.
+        again = flow._sync()
+        self._drain(flow)
+        self.assertEqual(again.state, "done")
+        rows = self._rows()[-2:]
+        self.assertIn({"ID": str(deleted_id), "DELETED": "true"}, rows)
+        self.assertIn({"ID": str(changed.id), "NAME": changed.name, "EMAIL": "new@example.com"}, rows)
+        self.assertFalse(self._bindings(self.connector, is_deleted=True), "the delete went through")
+
     def test_duplicate_keys_in_a_batch_are_refused_before_sending(self):
         first, second = self._partners(2)
         # An id the partner gave to the first record is the second's Odoo id.

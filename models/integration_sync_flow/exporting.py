@@ -10,6 +10,7 @@ from ...core.exceptions import IntegrationError, MappingError, SyncPageError
 from ...core.jsonpath import json_path_get
 from ...core.jsonutil import loads_or_none, payload_digest
 from ...core.mapper import remote_value
+from ...core.textsafe import unique_key
 
 _logger = logging.getLogger(__name__)
 
@@ -223,29 +224,46 @@ class IntegrationSyncFlow(models.Model):
             return self.env._("Batch failed: %s", exc)
 
     def _batch_documents(self, run):
-        """[(key, document)] of the batch: its live records (ids gone since are sent as
-        tombstones when bound), then its tombstones. ``key`` is the Odoo id or the external id."""
+        """[(key, document)] of the batch: one per planned id, in order, then its tombstones.
+
+        A record deleted since the Sync keeps its place, so that a resumed run cuts the
+        same messages: as its tombstone when it is bound (and the flow sends deletes), else
+        as nothing to send (``document`` None). ``key`` is the Odoo id, or
+        ``deleted:<external id>`` for a tombstone."""
         Model = self._model()
         res_ids = run._res_ids()
         records = Model.browse(res_ids).exists()
-        items = [(record.id, document) for record, document in self._render(records)]
-        gone = set(res_ids) - set(records.ids)
-        deleted = list(run._deleted_ids())
-        if gone:
-            for binding in (
-                self.env["integration.binding"]
+        rendered = {record.id: document for record, document in self._render(records)}
+        gone = [res_id for res_id in res_ids if res_id not in rendered]
+        external = {}
+        if gone and self.send_deletes:
+            external = {
+                binding.res_id: binding.external_id
+                for binding in self.env["integration.binding"]
                 .sudo()
+                .with_context(active_test=False)
                 .search(
                     [
                         ("connector_id", "=", self.connector_id.id),
                         ("res_model", "=", self.model_name),
-                        ("res_id", "in", list(gone)),
+                        ("res_id", "in", gone),
                     ]
                 )
-            ):
-                if binding.external_id not in deleted:
-                    deleted.append(binding.external_id)
-        items += [(f"deleted:{external_id}", self._tombstone(external_id)) for external_id in deleted]
+            }
+        items = []
+        for res_id in res_ids:
+            if res_id in rendered:
+                items.append((res_id, rendered[res_id]))
+            elif res_id in external:
+                items.append((f"deleted:{external[res_id]}", self._tombstone(external[res_id])))
+            else:
+                items.append((res_id, None))
+        in_place = set(external.values())
+        items += [
+            (f"deleted:{external_id}", self._tombstone(external_id))
+            for external_id in run._deleted_ids()
+            if external_id not in in_place
+        ]
         return items
 
     def _check_duplicates(self, items):
@@ -254,6 +272,8 @@ class IntegrationSyncFlow(models.Model):
         Ids are compared as text, as the remote may read 12 and "12" as one id."""
         seen, repeated = set(), set()
         for _key, document in items:
+            if document is None:
+                continue
             remote_id = str(json_path_get(document, self.remote_id_json_path))
             if remote_id in seen:
                 repeated.add(remote_id)
@@ -268,7 +288,7 @@ class IntegrationSyncFlow(models.Model):
             )
 
     def _send_batch(self, run):
-        items = self._batch_documents(run)
+        items = [(key, document) for key, document in self._batch_documents(run) if document is not None]
         self._check_duplicates(items)
         run._checkpoint(
             state="running",
@@ -380,23 +400,27 @@ class IntegrationSyncFlow(models.Model):
                     tombstone.unlink()  # the remote knows: nothing left to send
                 continue
             record = Model.browse(int(key)).exists()
-            if not record:
-                continue
-            external = Binding._to_external(self.connector_id, record)
-            error = item_errors.get(str(record.id)) or (external and item_errors.get(external))
+            binding = Binding._find(self.connector_id, self.model_name, res_id=int(key))
+            external = binding.external_id if binding else None
+            error = item_errors.get(key) or (external and item_errors.get(external))
             if error or final_state == "failed":
                 failed += 1
                 errors.append(error or final_state)
-                binding = Binding._find(self.connector_id, self.model_name, res_id=record.id)
                 if binding:
                     binding.write({"last_error": error or final_state, "payload_hash": False})
-                else:
+                elif record:
                     Binding._bind(self.connector_id, record, self._remote_id(record.id)).write(
                         {"last_error": error or final_state, "payload_hash": False}
                     )
                 continue
+            if not record:
+                # Taken by the remote, deleted here before the outcome came: its delete goes next.
+                self._leave_tombstone(int(key), binding)
+                continue
             binding = Binding._bind(self.connector_id, record, external or str(self._remote_id(record.id)))
-            binding.write({"payload_hash": digest, "sync_date": now})
+            # No digest: what was sent is not known (an earlier attempt's message), so an
+            # unchanged record is not taken for sent; a changed one goes again.
+            binding.write({"payload_hash": digest or False, "sync_date": now})
         if final_state == "done" and failed:
             final_state = "partial"
         values = {"state": final_state, "failed_count": failed, "finished_at": now}
@@ -423,6 +447,28 @@ class IntegrationSyncFlow(models.Model):
             )
         run.write(values)
 
+    def _leave_tombstone(self, res_id, binding):
+        """The remote holds the record ``res_id`` that is gone here: a tombstone, so that
+        the next export sends its delete (when the flow sends deletes)."""
+        if not self.send_deletes:
+            return
+        if binding:
+            binding.write({"is_deleted": True})
+            return
+        external_id = unique_key(str(self._remote_id(res_id)))
+        if self.env["integration.binding"]._find(self.connector_id, self.model_name, external_id=external_id):
+            return  # the id is another record's now: nothing of this one to delete
+        self.env["integration.binding"].sudo().create(
+            {
+                "connector_id": self.connector_id.id,
+                "res_model": self.model_name,
+                "res_id": res_id,
+                "external_id": external_id,
+                "is_deleted": True,
+                "sync_date": fields.Datetime.now(),
+            }
+        )
+
     def _after_batch(self, run):
         """A batch ended: move the cursor when its whole plan went through, queue the next."""
         with run._own_transaction() as ended:
@@ -446,7 +492,7 @@ class IntegrationSyncFlow(models.Model):
         primary_key = self.primary_key_json_path or self.remote_id_json_path
         # One schema for the batch (tombstones carry fewer columns than records): a message
         # sent again is the same message.
-        columns = list(dict.fromkeys(name for _key, document in items for name in document))
+        columns = list(dict.fromkeys(name for _key, document in items if document is not None for name in document))
 
         def message_of(rows, number):
             return {
@@ -465,18 +511,33 @@ class IntegrationSyncFlow(models.Model):
                 "isBaseLoad": run.is_base_load,
             }
 
-        sent, number, records = run.records_sent, run.message_count + 1, run.sent_count
-        while sent < len(items):
+        # ``position`` counts items (records_sent), ``records`` rows sent (the summary's count).
+        position, number, records = run.records_sent, run.message_count + 1, run.sent_count
+        # What the batch sent, for the bindings: an earlier attempt's records without a digest
+        # (they may have changed since), tombstones as such, this attempt's with theirs.
+        res_ids = run._res_ids()
+        digests = {str(res_id): None for res_id in res_ids[:position]}
+        digests.update({str(key): None for key, _document in items[len(res_ids) : position]})
+        while position < len(items):
             # The message without rows, counts at their widest: what the rows may add to.
             size = _json_size(message_of([], number))
-            rows = []
-            for _key, document in items[sent:]:
+            rows, taken = [], 0
+            for key, document in items[position:]:
+                if document is None:  # deleted before it was ever sent
+                    taken += 1
+                    continue
                 row = {"columns": [{"name": k, "value": _as_text(v)} for k, v in document.items()]}
                 row_size = _json_size(row) + (1 if rows else 0)
                 if rows and (len(rows) >= self.message_size or size + row_size > self.max_payload_bytes):
                     break
                 rows.append(row)
                 size += row_size
+                taken += 1
+                digests[str(key)] = payload_digest(document)
+            if not rows:
+                position += taken  # only records deleted meanwhile were left
+                run._checkpoint(records_sent=position)
+                continue
             message = message_of(rows, number)
             answer = self._post_protocol(self.remote_path, message, f"{self.code}: {run.name} message {number}")
             if not answer.get("success"):
@@ -488,10 +549,18 @@ class IntegrationSyncFlow(models.Model):
                         errors="; ".join(map(str, answer.get("errors") or [])) or "no reason given",
                     )
                 )
-            sent += len(rows)
+            position += taken
             records += len(rows)
-            run._checkpoint(records_sent=sent, message_count=number, sent_count=records)
+            run._checkpoint(records_sent=position, message_count=number, sent_count=records)
             number += 1
+        if not records:
+            # Every record of the batch was deleted before it was sent: no message, so nothing
+            # to summarise (a receiver refuses the summary of a batch it never saw).
+            with run._own_transaction() as ended:
+                ended.write({"sent_digests_json": json.dumps(digests)})
+                ended.flow_id._settle(ended, {}, final_state="done")
+            self._after_batch(run)
+            return self.env._("Batch %s: nothing left to send.", run.batch_ref)
         summary = {
             "erp": self.erp_name or "",
             "batchId": int(run.batch_ref),
@@ -512,8 +581,7 @@ class IntegrationSyncFlow(models.Model):
                 )
             )
         with run._own_transaction() as ended:
-            ended.write({"sent_count": records})
-            ended.sent_digests_json = json.dumps({str(key): payload_digest(doc) for key, doc in items})
+            ended.write({"sent_count": records, "sent_digests_json": json.dumps(digests)})
             ended.flow_id._settle(ended, {}, final_state="done")
         self._after_batch(run)
         return self.env._("Batch %(batch)s: %(count)s message(s).", batch=run.batch_ref, count=number - 1)
