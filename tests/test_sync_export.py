@@ -16,7 +16,7 @@ from ..core.jsonutil import payload_digest
 from ..sandbox.datasharing import ENTITIES_PATH, DataSharingSandbox
 from ..sandbox.retail import RetailSandbox
 from ..sandbox.server import Reply
-from .common import CONNECTOR_LOGGER, SYNC_RUN_LOGGER, IntegrationHubCase, run_job
+from .common import CONNECTOR_LOGGER, SYNC_FLOW_LOGGER, SYNC_RUN_LOGGER, IntegrationHubCase, run_job
 
 RETAIL_KEY = "retail-key-for-tests"
 
@@ -344,6 +344,7 @@ class TestExportMessages(ExportCase):
         patcher = patch.object(self.feed, "_write", keep)
         patcher.start()
         self.addCleanup(patcher.stop)
+        self.feed.tables[0]["forceReload"] = False  # asked for by the forceReload test only
 
     def _flow(self, **values):
         return self._export_flow(
@@ -481,23 +482,45 @@ class TestExportMessages(ExportCase):
     def test_force_reload_from_the_entities_endpoint_sends_a_base_load_once(self):
         self._partners(3)
         flow = self._flow()
-        flow._sync()
+        first = flow._sync()
         self._drain(flow)
+        self.assertFalse(first.is_base_load)
         self.assertEqual(len(self._rows()), 3)
-        self.assertTrue(self.feed.tables[0]["forceReload"], "TMOV asks for a reload")
-        self.assertEqual(self.connector._sync_read_entities(), flow)
-        self.assertTrue(flow.is_reload_pending)
-        run = flow._sync()
-        self.assertTrue(run.is_base_load)
+        # The partner asks for TMOV again; the next Sync reads the entities before planning.
+        self.feed.tables[0]["forceReload"] = True
+        reload = flow._sync()
+        self.assertTrue(reload.is_base_load)
+        self.assertEqual(len(reload._res_ids()), 3, "every record, unchanged ones too")
         self.assertFalse(self.connector._sync_read_entities(), "a reload under way is not started twice")
         self._drain(flow)
-        self.assertEqual(run.state, "done")
-        self.assertEqual(len(self._rows()), 6, "every record again, unchanged ones too")
+        self.assertEqual(reload.state, "done")
+        self.assertEqual(len(self._rows()), 6)
         self.assertTrue(all(table["isBaseLoad"] for table, _reply in self.messages[-2:]))
         self.assertFalse(self.feed.tables[0]["forceReload"], "acknowledged by the summary")
         self.assertFalse(self.connector._sync_read_entities())
         self.assertFalse(flow.is_reload_pending)
         self.assertFalse(flow._sync(), "and no second reload")
+
+    def test_force_reload_read_by_hand_flags_the_flow(self):
+        self._partners(1)
+        flow = self._flow()
+        self.feed.tables[0]["forceReload"] = True
+        self.assertEqual(self.connector._sync_read_entities(), flow)
+        self.assertTrue(flow.is_reload_pending)
+        self.assertFalse(flow.cursor_at)
+        run = flow._sync()
+        self.assertTrue(run.is_base_load)
+        self.assertFalse(flow.is_reload_pending, "the reload is planned: no longer pending")
+
+    def test_an_unreachable_entities_list_does_not_hold_the_export_back(self):
+        self._partners(2)
+        flow = self._flow()
+        self.connector.entities_path = "/api/carol-definitions/v1/entities/GONE"
+        with mute_logger(CONNECTOR_LOGGER, SYNC_FLOW_LOGGER):
+            run = flow._sync()
+        self.assertEqual(len(run._res_ids()), 2)
+        self._drain(flow)
+        self.assertEqual(run.state, "done")
 
 
 @tagged("post_install", "-at_install")

@@ -4,6 +4,7 @@ from datetime import timedelta
 from odoo import api, fields, models, tools
 from odoo.exceptions import UserError, ValidationError
 
+from ...core.exceptions import IntegrationError
 from ..integration_webhook_rule import _is_protected_model
 
 _logger = logging.getLogger(__name__)
@@ -444,7 +445,8 @@ class IntegrationSyncFlow(models.Model):
             try:
                 with self.env.cr.savepoint():
                     flow._sync()
-            except (UserError, ValidationError) as exc:
+            except (UserError, ValidationError, IntegrationError) as exc:
+                # One flow's partner down (a remote cursor, an entities list) holds back no other flow.
                 _logger.warning("Flow %s of connector %s not planned: %s", flow.code, flow.connector_id.code, exc)
         return len(flows)
 

@@ -102,6 +102,8 @@ class IntegrationSyncFlow(models.Model):
         if Run.search_count([("flow_id", "=", self.id), ("state", "in", ("queued", "running"))]):
             self._kick_queued_runs()
             return Run
+        if self.export_protocol == "messages" and self.connector_id.entities_path:
+            self._read_entities()
         full = self.mode == "full" or self.is_reload_pending
         until = fields.Datetime.now()
         since = None if full else self._export_since()
@@ -143,6 +145,16 @@ class IntegrationSyncFlow(models.Model):
             self.cursor_at = until  # nothing changed: the cursor moves all the same
         self._kick_queued_runs()
         return runs
+
+    def _read_entities(self):
+        """Feeds with an entities list: read it before planning, so that a table the partner
+        flags ``forceReload`` is sent as a base load by this very Sync. An unreachable list
+        does not hold the export back (the call is in the error log; the flag is read again
+        next time)."""
+        try:
+            self.connector_id._sync_read_entities()
+        except (IntegrationError, UserError) as exc:
+            _logger.warning("Flow %s: entities not read, planned without them: %s", self.code, exc)
 
     def _export_since(self):
         if self.cursor_source == "remote":
