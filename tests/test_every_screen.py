@@ -24,6 +24,7 @@ from unittest.mock import patch
 
 from lxml import etree
 
+from odoo import Command
 from odoo.tests import HttpCase, common, tagged
 from odoo.tools.safe_eval import safe_eval
 
@@ -121,6 +122,45 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
         Binding._bind(connector, gone, "CUST-1002")
         Binding._mark_deleted(connector, "res.partner", gone.ids)
         now = datetime.now().replace(minute=0, second=0, microsecond=0)
+        # A sync flow with a run that went through and one that failed.
+        flow = cls.env["integration.sync.flow"].create(
+            {
+                "name": "Partners to the ERP (screens)",
+                "code": "screens_partners",
+                "connector_id": connector.id,
+                "direction": "export",
+                "model_id": cls.env["ir.model"]._get_id("res.partner"),
+                "remote_path": "/erp-data/product/batch",
+                "job_status_path": "/erp-data/product/batch/{job_id}",
+                "field_ids": [
+                    Command.create(
+                        {"field_id": cls.env["ir.model.fields"]._get("res.partner", "name").id, "json_path": "name"}
+                    )
+                ],
+            }
+        )
+        cls.env["integration.sync.run"].create(
+            [
+                {
+                    "flow_id": flow.id,
+                    "kind": "batch",
+                    "state": "done",
+                    "batch_ref": "1767225600",
+                    "started_at": now - timedelta(minutes=5),
+                    "finished_at": now - timedelta(minutes=4),
+                    "sent_count": 500,
+                },
+                {
+                    "flow_id": flow.id,
+                    "kind": "batch",
+                    "state": "failed",
+                    "batch_ref": "1767225601",
+                    "started_at": now - timedelta(minutes=3),
+                    "finished_at": now - timedelta(minutes=3),
+                    "error": "HTTP 503 Service Unavailable: partner API under maintenance",
+                },
+            ]
+        )
         cls.env["integration.oauth.token"].sudo()._for_connector(connector).write(
             {
                 "token_type": "Bearer",
