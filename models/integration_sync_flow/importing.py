@@ -1,4 +1,5 @@
 import logging
+import uuid
 from datetime import timedelta
 from urllib.parse import parse_qsl, quote
 
@@ -60,7 +61,8 @@ class IntegrationSyncFlow(models.Model):
                 {"flow_id": self.id, "kind": "window", "window_start": start, "window_end": end, "is_base_load": full}
             )
             start = end
-        plan_ref = f"{fields.Datetime.to_string(now)}#{self.id}"
+        # Unique per Sync: two Syncs in one second are two plans (the cursor follows each).
+        plan_ref = f"{fields.Datetime.to_string(now)}#{self.id}#{uuid.uuid4().hex[:12]}"
         runs = Run.create([dict(v, plan_ref=plan_ref) for v in values])
         if full:
             self.is_reload_pending = False
@@ -319,14 +321,7 @@ class IntegrationSyncFlow(models.Model):
         hook = self._hook("map")
         counts = {"created_count": 0, "updated_count": 0, "unchanged_count": 0, "deleted_count": 0, "failed_count": 0}
         errors = []
-        by_external = {}
-        for document in documents:
-            external_id = json_path_get(document, self.id_json_path) if isinstance(document, dict) else None
-            if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
-                counts["failed_count"] += 1
-                errors.append(self.env._("a record without an id at %r", self.id_json_path))
-                continue
-            by_external[unique_key(str(external_id))] = document  # the last copy of a repeated id wins
+        by_external = self._documents_by_id(documents, counts, errors)
         bindings = {
             row["external_id"]: row
             for row in Binding.with_context(active_test=False).search_read(
@@ -349,12 +344,11 @@ class IntegrationSyncFlow(models.Model):
             record_id = binding["res_id"] if binding and binding["res_id"] in existing else None
             digest = payload_digest(document)
             if self.deleted_json_path and _is_true(json_path_get(document, self.deleted_json_path)):
-                if record_id and not binding["is_deleted"]:
+                deleted = record_id and not binding["is_deleted"]
+                if deleted:
                     self._import_delete(Model.browse(record_id))
                     Binding.browse(binding["id"]).write({"is_deleted": True, "sync_date": now, "payload_hash": digest})
-                    counts["deleted_count"] += 1
-                else:
-                    counts["unchanged_count"] += 1
+                counts["deleted_count" if deleted else "unchanged_count"] += 1
                 continue
             if record_id and not binding["is_deleted"] and binding["payload_hash"] == digest:
                 counts["unchanged_count"] += 1
@@ -398,6 +392,19 @@ class IntegrationSyncFlow(models.Model):
         elif errors:
             raise UserError("\n".join(errors[:5]))
         return counts
+
+    def _documents_by_id(self, documents, counts, errors):
+        """{external id: document} of a page (the last copy of a repeated id wins); a
+        document without a usable id is counted failed."""
+        by_external = {}
+        for document in documents:
+            external_id = json_path_get(document, self.id_json_path) if isinstance(document, dict) else None
+            if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
+                counts["failed_count"] += 1
+                errors.append(self.env._("a record without an id at %r", self.id_json_path))
+                continue
+            by_external[unique_key(str(external_id))] = document
+        return by_external
 
     def _create_records(self, Model, values_list, errors):
         """Create in one call; if that fails, one by one to keep the good ones. Ids (or None)."""
