@@ -160,6 +160,39 @@ class IntegrationSyncRun(models.Model):
             return flow._import_window(run)
         return flow._export_batch(run)
 
+    @api.model
+    def _settle_orphans(self):
+        """Runs left queued or running by a job that ended without them (failed outside the
+        run's own handling, cancelled or deleted in Job Queue) fail with that reason, so
+        that they hold no Sync back and show a Retry. A job still waiting or started is
+        left alone: queue_job requeues the jobs of a killed worker, which resume the run."""
+        runs = self.sudo().search([("state", "in", ("queued", "running")), ("job_uuid", "!=", False)])
+        if not runs:
+            return self.browse()
+        jobs = {job.uuid: job for job in self.env["queue.job"].sudo().search([("uuid", "in", runs.mapped("job_uuid"))])}
+        orphans = self.browse()
+        for run in runs:
+            job = jobs.get(run.job_uuid)
+            if job and job.state not in ("failed", "cancelled", "done"):
+                continue
+            reason = (
+                self.env._(
+                    "Its job %(uuid)s is %(state)s: %(result)s",
+                    uuid=run.job_uuid,
+                    state=job.state,
+                    result=(job.exc_message or job.result or "")[:500],
+                )
+                if job
+                else self.env._("Its job %s no longer exists.", run.job_uuid)
+            )
+            run.write({"state": "failed", "error": reason, "finished_at": fields.Datetime.now()})
+            orphans |= run
+        for flow in orphans.flow_id:
+            flow._kick_queued_runs()
+        if orphans:
+            _logger.warning("Sync runs %s failed: their jobs ended without them", orphans.ids)
+        return orphans
+
     # Checkpoints in transactions of their own ---------------------------------------------
 
     @contextmanager

@@ -210,6 +210,26 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(len(self._imported()), 250)
         self.assertEqual(self.Partner.search_count([("ref", "=like", "P00%")]), 250, "no order created twice")
 
+    def test_a_run_whose_job_failed_outside_it_is_settled_by_the_scheduler(self):
+        self.flow.write({"window_minutes": 180})
+        runs = self.flow._plan_import(until=DAY + timedelta(hours=6)).sorted("window_start")
+
+        def broken(flow, position):
+            raise RuntimeError("a bug in a hook")
+
+        with patch.object(IntegrationSyncFlow, "_fetch_page", broken), mute_logger(ADDON_LOGGER):
+            self.assertIsInstance(run_job(self.env, runs[0].job_uuid), RuntimeError)
+        self.assertEqual(runs[0].state, "running", "the job failed; the run cannot tell")
+        self.env["integration.sync.flow"]._cron_sync_due()
+        self.assertEqual(runs[0].state, "failed")
+        self.assertIn("a bug in a hook", runs[0].error)
+        self.assertTrue(runs[1].job_uuid, "the next window got its job")
+        self._run_all()
+        runs[0].action_retry()
+        self._run_all()
+        self.assertEqual(runs.mapped("state"), ["done", "done"])
+        self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=6))
+
     def test_a_failed_window_holds_the_cursor(self):
         self.flow.write({"window_minutes": 120})
         route = self.sandbox.route

@@ -428,7 +428,9 @@ class IntegrationSyncFlow(models.Model):
 
     @api.model
     def _cron_sync_due(self):
-        """Cron: queue every flow whose interval has come (the runs do the work, in jobs)."""
+        """Cron: settle runs whose job ended without them, then queue every flow whose
+        interval has come (the runs do the work, in jobs)."""
+        self.env["integration.sync.run"]._settle_orphans()
         now = fields.Datetime.now()
         flows = self.search(
             [
