@@ -232,6 +232,7 @@ class IntegrationSyncRun(models.Model):
             "token": self.page_token or None,
             "window_start": self.window_start,
             "window_end": self.window_end,
+            "fetched": self.fetched_count,
         }
 
     def _fail(self, exc):

@@ -1,12 +1,14 @@
 import logging
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import parse_qsl, quote
 
 import psycopg2
 from psycopg2.extras import execute_values
 
-from odoo import fields, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from odoo.addons.queue_job.exception import RetryableJobError
@@ -106,9 +108,13 @@ class IntegrationSyncFlow(models.Model):
         with run._own_transaction() as started:
             started.write({"state": "running", "started_at": started.started_at or fields.Datetime.now()})
             position = started._position()
+        ahead = _PageAhead(self)
         try:
+            fetched = self._fetch_page(position)
             while True:
-                fetched = self._fetch_page(position)
+                # The next page is asked while this one is stored (a thread of its own, its
+                # own cursor): the partner's answer time hides behind the database's work.
+                ahead.ask(self._next_position(position, fetched))
                 with run._own_transaction() as page_run:
                     if page_run.state != "running":
                         return self.env._("Stopped: the run is %s.", page_run.state)
@@ -119,6 +125,7 @@ class IntegrationSyncFlow(models.Model):
                         split_run.flow_id._kick_queued_runs()  # the second half, if windows run in parallel
                 elif outcome == "done":
                     break
+                fetched = ahead.take(position) or self._fetch_page(position)
         except (UserError, ValidationError, MappingError, SyncPageError, IntegrationError) as exc:
             run._fail(exc)
             with run._own_transaction() as failed_run:
@@ -128,7 +135,21 @@ class IntegrationSyncFlow(models.Model):
             # Another window imported the same remote record at the same moment: the page
             # was rolled back whole; on the next try its binding exists.
             raise RetryableJobError(self.env._("A record was bound concurrently; page retried."), seconds=2) from None
+        finally:
+            ahead.close()
         return self._finish_window(run)
+
+    def _next_position(self, position, fetched):
+        """The position of the page after ``fetched`` if the window goes on there, else None
+        (last page, or a window about to be split)."""
+        page, documents, total = fetched["page"], fetched["documents"], fetched["total"]
+        if page == 1 and total is not None and total > (self.page_cap - 1) * self.page_size:
+            return None
+        more = self._has_more(fetched["body"], documents, page, position["fetched"] + len(documents), total)
+        if not more:
+            return None
+        token = more if self.paging_style == "cursor" else position["token"]
+        return dict(position, page=page + 1, token=token, fetched=position["fetched"] + len(documents))
 
     def _fetch_page(self, position):
         """Ask the page at ``position`` (a run's ``_position()``); the parsed page."""
@@ -532,3 +553,54 @@ class IntegrationSyncFlow(models.Model):
 
 def _short(exc):
     return str(getattr(exc, "args", [exc])[0] if getattr(exc, "args", None) else exc)[:300]
+
+
+class _PageAhead:
+    """Asks one page ahead in a thread, with its own cursor and the job's context (so a
+    429 there is the same job retry as on the main thread). ``take`` returns the page if
+    it is the one wanted, re-raising what the thread raised; otherwise None."""
+
+    def __init__(self, flow):
+        self.flow = flow
+        self.executor = None
+        self.future = None
+        self.position = None
+
+    def ask(self, position):
+        self.position = position
+        if position is None:
+            self.future = None
+            return
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integration-sync-page")
+        flow = self.flow
+        self.future = self.executor.submit(
+            _fetch_in_thread,
+            flow.env.registry,
+            flow.env.cr.dbname,
+            flow.env.uid,
+            dict(flow.env.context),
+            flow.id,
+            position,
+        )
+
+    def take(self, position):
+        future, wanted = self.future, self.position
+        self.future = self.position = None
+        if future is None:
+            return None
+        fetched = future.result()  # a failure of the thread is the window's failure
+        if wanted["page"] != position["page"] or wanted["token"] != position["token"]:
+            return None  # the window moved otherwise (split, another worker): ask again
+        return fetched
+
+    def close(self):
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+
+def _fetch_in_thread(registry, dbname, uid, context, flow_id, position):
+    threading.current_thread().dbname = dbname  # Odoo's log lines name the database
+    with registry.cursor() as cr:
+        flow = api.Environment(cr, uid, context)["integration.sync.flow"].browse(flow_id)
+        return flow._fetch_page(position)
