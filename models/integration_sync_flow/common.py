@@ -392,6 +392,7 @@ class IntegrationSyncFlow(models.Model):
         self.ensure_one()
         return {
             "type": "ir.actions.act_window",
+            "name": self.env._("Reset Cursor"),
             "res_model": "integration.sync.cursor.wizard",
             "view_mode": "form",
             "target": "new",
