@@ -85,7 +85,8 @@ class IntegrationSyncFlow(models.Model):
         ondelete="restrict",
         default=lambda self: self.env.user,
         domain="[('share', '=', False)]",
-        help="Records are read and written with this user's access rights, in the connector's company.",
+        help="Records are read and written with this user's access rights, in the connector's company. "
+        "Only a Settings administrator may choose another user than themselves.",
     )
 
     # Cursor
@@ -327,6 +328,17 @@ class IntegrationSyncFlow(models.Model):
         for flow in self:
             if flow.user_id.share:
                 raise ValidationError(self.env._("Flow %s: only an internal user can run a flow.", flow.name))
+            # A flow acts with its user's rights: an integration manager lending it someone
+            # else's (an administrator's) would read and write what they cannot themselves.
+            if flow.user_id != self.env.user and not self.env.is_system():
+                raise ValidationError(
+                    self.env._(
+                        "Flow %(flow)s: only a Settings administrator may make a flow run as another user "
+                        "(%(user)s); run it as yourself.",
+                        flow=flow.name,
+                        user=flow.user_id.name,
+                    )
+                )
 
     # CRUD: the tombstone table of ``base.unlink`` follows the export flows ------------------
 
