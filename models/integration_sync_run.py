@@ -144,7 +144,10 @@ class IntegrationSyncRun(models.Model):
         if self.state in ("done", "partial", "failed") and not self.remote_job_id:
             return self.env._("Nothing to do: the run is %s.", self.state)
         flow = self.flow_id.with_context(integration_related_model=self._name, integration_related_id=self.id)
-        if flow.is_paused:
+        if flow.is_paused and not self.remote_job_id:
+            # Nothing new goes out while paused (a sent batch's remote job is still followed
+            # up). The run waits without a job, from its checkpoint: Resume queues it again.
+            self.write({"state": "queued", "job_uuid": False})
             return self.env._("Flow paused: the run waits for Resume.")
         if self.kind == "window":
             return flow._import_window(self)

@@ -394,8 +394,9 @@ class IntegrationSyncFlow(models.Model):
         return True
 
     def action_resume(self):
+        """Button: the runs that waited are queued again, scheduled flow or not."""
         self.write({"is_paused": False})
-        for flow in self.filtered("interval_minutes"):
+        for flow in self:
             flow._kick_queued_runs()
         return True
 
