@@ -28,6 +28,7 @@
     ],
     "demo": [
         "demo/integration_connector_demo.xml",
+        "demo/integration_sync_flow_demo.xml",
     ],
     "assets": {
         "web.assets_tests": [

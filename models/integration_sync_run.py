@@ -139,7 +139,9 @@ class IntegrationSyncRun(models.Model):
     def _enqueue(self):
         self.ensure_one()
         flow = self.flow_id
-        job = flow._delay(self, self.env._("%(flow)s: %(run)s", flow=flow.name, run=self.name))._job_run()
+        job = flow._delay(
+            self, self.env._("%(connector)s: %(run)s", connector=flow.connector_id.name, run=self.name)
+        )._job_run()
         self.job_uuid = job.uuid
         return job
 
@@ -151,10 +153,10 @@ class IntegrationSyncRun(models.Model):
         # Errors of its calls are linked to the run (its Retry is theirs).
         run = self.with_context(integration_related_model=self._name, integration_related_id=self.id)
         flow = run.flow_id
-        if flow.is_paused:
-            # Without a job, the run is queued again by Resume (it was left with a finished
-            # job, which nothing would ever run again).
-            self.job_uuid = False
+        if flow.is_paused and not self.remote_job_id:
+            # Nothing new goes out while paused (a sent batch's remote job is still followed
+            # up). The run waits without a job, from its checkpoint: Resume queues it again.
+            self.write({"state": "queued", "job_uuid": False})
             return self.env._("Flow paused: the run waits for Resume.")
         if run.kind == "window":
             return flow._import_window(run)

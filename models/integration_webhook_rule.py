@@ -56,7 +56,7 @@ class IntegrationWebhookRule(models.Model):
         "integration.sync.flow",
         ondelete="cascade",
         domain="[('connector_id', '=', connector_id), ('direction', '=', 'import')]",
-        help="The event announces one remote record (its id at the External ID JSON Path): the flow "
+        help="The event announces one remote record (its id at the Record ID JSON Path): the flow "
         "fetches it by id and imports it with its map and bindings. Repeated events are idempotent.",
     )
     model_id = fields.Many2one(
@@ -113,7 +113,7 @@ class IntegrationWebhookRule(models.Model):
                     )
                 )
 
-    @api.constrains("action_type", "server_action_id", "model_id", "match_field_id", "match_path")
+    @api.constrains("action_type", "server_action_id", "model_id", "match_field_id", "match_path", "sync_flow_id")
     def _check_action(self):
         for rule in self:
             if rule.action_type == "server_action":

@@ -153,8 +153,17 @@ def main():
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=RATE_PER_MINUTE, help="requests a minute per token (0: no limit)")
+    parser.add_argument("--hours", type=float, default=24.0, help="the orders' changes spread over this many hours")
+    parser.add_argument(
+        "--start",
+        type=_parse_time,
+        help="UTC time of the first change, e.g. 2026-01-01T00:00:00Z (default: --hours before now, so that a "
+        "flow starting a day back, as the demo's does, finds every order)",
+    )
     args = parser.parse_args()
-    OrdersSandbox(port=args.port, orders=args.orders, rate_per_minute=args.rate).serve()
+    span = timedelta(hours=args.hours)
+    start = args.start or (datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0) - span)
+    OrdersSandbox(port=args.port, orders=args.orders, start=start, span=span, rate_per_minute=args.rate).serve()
 
 
 if __name__ == "__main__":

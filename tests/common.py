@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from odoo import SUPERUSER_ID, api, sql_db
+from odoo import SUPERUSER_ID, api, fields, sql_db
 from odoo.tests import common
 from odoo.tools import config
 
@@ -445,6 +445,70 @@ def _odoo_root():
     import odoo
 
     return os.path.dirname(os.path.dirname(os.path.abspath(odoo.__file__)))
+
+
+class JobRunner:
+    """queue_job's runner, played by a thread while a browser test runs (``with JobRunner(...)``).
+
+    Tests start no job runner, and a job run inline (``queue_job__no_delay``) would be done
+    before the page that queued it is even shown. This thread runs the due pending jobs of
+    ``model`` one at a time, each through a test cursor: the transaction the browser's requests
+    share, serialised with them by the registry's test lock, so the screens see a job's work
+    as they would in production, in its own time. ``ran`` lists the jobs run; ``errors`` what
+    they (or the thread) raised, a retryable error aside (postponed, as the runner does), for
+    the test to assert on. ``min_age`` (seconds) leaves a new job waiting that long first, as
+    behind a busy runner: a page then shows the job's work queued before it shows it done.
+    """
+
+    def __init__(self, registry, model, interval=0.25, min_age=0):
+        self.registry = registry
+        self.model = model
+        self.interval = interval
+        self.min_age = min_age
+        self.ran = []
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"test job runner ({model})", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join(60)
+        if self._thread.is_alive():
+            self.errors.append(AssertionError("the job runner thread did not stop within 60 s"))
+
+    def _loop(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self._run_one()
+            except Exception as exc:  # noqa: BLE001 - handed to the test, which fails on it
+                self.errors.append(exc)
+
+    def _run_one(self):
+        with self.registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            now = fields.Datetime.now()
+            job = env["queue.job"].search(
+                [
+                    ("state", "=", "pending"),
+                    ("model_name", "=", self.model),
+                    ("date_created", "<=", now - datetime.timedelta(seconds=self.min_age)),
+                    "|",
+                    ("eta", "=", False),
+                    ("eta", "<=", now),
+                ],
+                order="priority, id",
+                limit=1,
+            )
+            if not job:
+                return
+            self.ran.append(job.uuid)
+            error = run_job(env, job.uuid)
+            if error is not None and not isinstance(error, RetryableJobError):
+                self.errors.append(error)  # a retryable one was postponed, as the runner does
 
 
 def run_job(env, job_uuid):

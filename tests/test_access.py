@@ -1,6 +1,6 @@
 """Access rights: operators read and test, managers configure, companies stay apart."""
 
-from odoo.exceptions import AccessError
+from odoo.exceptions import AccessError, ValidationError
 from odoo.tests import tagged
 
 from .common import IntegrationHubCase
@@ -101,3 +101,37 @@ class TestAccess(IntegrationHubCase):
         public = self.env.ref("base.public_user")
         with self.assertRaises(AccessError):
             self.env["integration.connector"].with_user(public).search([])
+
+    def test_manager_makes_a_flow_that_runs_as_themselves_only(self):
+        # The flow form's pickers: a manager who is no Settings administrator finds the model
+        # and its fields (Odoo leaves ir.model unreadable to plain internal users).
+        model = self.env["ir.model"].with_user(self.manager).name_search("res.partner")
+        partner = self.env.ref("base.model_res_partner")
+        self.assertIn(partner.id, [model_id for model_id, _name in model])
+        Fields = self.env["ir.model.fields"].with_user(self.manager)
+        found = Fields.name_search("Reference", [("model", "=", "res.partner")])
+        self.assertEqual([name for _id, name in found][:1], ["Reference (Contact)"])
+        with self.assertRaises(AccessError):
+            self.env["ir.model"].with_user(self.operator).name_search("res.partner")
+        connector = self._create_connector()
+        Flow = self.env["integration.sync.flow"].with_user(self.manager)
+        values = {
+            "name": "Orders",
+            "code": "orders",
+            "connector_id": connector.id,
+            "model_id": partner.id,
+            "remote_path": "/pedidos",
+            "field_ids": [(0, 0, {"json_path": "codigo", "field_id": self.env.ref("base.field_res_partner__ref").id})],
+        }
+        flow = Flow.create(values)
+        self.assertEqual(flow.user_id, self.manager, "it runs as its maker")
+        # Lending it an administrator's rights is a Settings administrator's decision.
+        admin = self.env.ref("base.user_admin")
+        with self.assertRaises(ValidationError):
+            flow.write({"user_id": admin.id})
+        with self.assertRaises(ValidationError):
+            Flow.create(dict(values, code="orders_as_admin", user_id=admin.id))
+        flow.with_user(admin).write({"user_id": admin.id})
+        self.assertEqual(flow.user_id, admin)
+        with self.assertRaises(AccessError):
+            self.env["integration.sync.flow"].with_user(self.operator).browse(flow.id).write({"name": "renamed"})

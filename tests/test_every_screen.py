@@ -7,8 +7,9 @@ Two passes per user, on the demo data plus a few records of the kinds the demo d
 - ``static/tests/integration_hub_every_screen.js``, for what the clickbot leaves out: every window
   action of the addon the user may read, in each of its view types, every filter and group-by of
   the search panel (each date option; for managers every field of "Add Custom Group"), the graph's
-  chart modes, a list row opened, and each record's form with its notebook pages, stat buttons and
-  the buttons that open dialogs.
+  chart modes, a list row opened, and each record's form (up to four per action, the records of
+  ``screen_records`` first) with its notebook pages, stat buttons and the buttons of its header or
+  notebook that open dialogs.
 
 Both fail on an error dialog, a browser console error or a failed RPC; the server's own ERROR log
 lines during the walk fail the test too. With ``INTEGRATION_HUB_SCREENSHOT_DIR`` set, the form of a
@@ -38,12 +39,20 @@ CLICKBOT_SIGNAL = "clickbot test succeeded"
 FORM_SIGNAL = "integration_hub: connector form shown"
 ROOT_MENU = "integration_hub.integration_hub_menu_root"
 DEMO_CONNECTOR = "integration_hub.integration_connector_demo_partner_erp"
-# Form buttons that open a dialog (a window action returned by the server), clicked when shown.
-DIALOG_BUTTONS = {"integration.connector": ["action_webhook_retry_failed"]}
+DEMO_ORDERS_FLOW = "integration_hub.integration_sync_flow_demo_wake_orders"
+DEMO_PRODUCTS_FLOW = "integration_hub.integration_sync_flow_demo_retail_products"
+# Form buttons that open a dialog (a window action returned by the server, or a confirmation),
+# clicked when shown, in the notebook or the header; the dialog is closed without confirming.
+DIALOG_BUTTONS = {
+    "integration.connector": ["action_webhook_retry_failed"],
+    "integration.sync.flow": ["action_reset_cursor", "action_full_reload"],
+}
 
 
 @tagged("post_install", "-at_install")
 class TestEveryScreen(IntegrationHubMixin, HttpCase):
+    screen_records = {}  # {model: records whose forms are opened first}
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -72,6 +81,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
     def _setup_screen_records(cls):
         """Records of the kinds the demo data has none of, so that no screen is tested empty."""
         connector = cls.demo_connector
+        cls.screen_records = {}
         failed_event = cls.env.ref("integration_hub.integration_webhook_event_demo_failed")
         Error = cls.env["integration.error"].sudo()
         Error.create(
@@ -121,6 +131,7 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
         gone = cls.env["res.partner"].create({"name": "Deleted partner (screens)"})
         Binding._bind(connector, gone, "CUST-1002")
         Binding._mark_deleted(connector, "res.partner", gone.ids)
+        cls._setup_sync_records()
         now = datetime.now().replace(minute=0, second=0, microsecond=0)
         # A sync flow with a run that went through and one that failed.
         flow = cls.env["integration.sync.flow"].create(
@@ -188,6 +199,79 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
         )
         cls.env["integration.connector.metric"].invalidate_model()
 
+    @classmethod
+    def _setup_sync_records(cls):
+        """Runs of every state on the demo flows, and bindings of the order flow: its form then
+        shows live Runs and Bindings buttons, the runs' list, graph and pivot have rows, and a
+        failed run's form shows its error and Retry."""
+        orders = cls.env.ref(DEMO_ORDERS_FLOW)
+        products = cls.env.ref(DEMO_PRODUCTS_FLOW)
+        start = datetime(2026, 1, 1, 10, 0)
+        window = timedelta(minutes=30)
+        Run = cls.env["integration.sync.run"]
+        counts = {"page_count": 2, "fetched_count": 62, "created_count": 60, "updated_count": 1, "unchanged_count": 1}
+        runs = Run.create(
+            [
+                dict(
+                    counts,
+                    flow_id=orders.id,
+                    kind="window",
+                    state="done",
+                    window_start=start + index * window,
+                    window_end=start + (index + 1) * window,
+                    page_next=3,
+                    remote_total=62,
+                    started_at=start + (index + 1) * window,
+                    finished_at=start + (index + 1) * window + timedelta(seconds=4),
+                )
+                for index in range(3)
+            ]
+            + [
+                {
+                    "flow_id": orders.id,
+                    "kind": "window",
+                    "state": "failed",
+                    "window_start": start + 3 * window,
+                    "window_end": start + 4 * window,
+                    "page_next": 2,
+                    "page_count": 1,
+                    "fetched_count": 50,
+                    "created_count": 50,
+                    "started_at": start + 4 * window,
+                    "finished_at": start + 4 * window + timedelta(seconds=30),
+                    "error": "Window 2026-01-01 11:30 -> 12:00, page 2: HTTP 503 Service Unavailable",
+                },
+                {
+                    "flow_id": orders.id,
+                    "kind": "window",
+                    "state": "queued",
+                    "window_start": start + 4 * window,
+                    "window_end": start + 5 * window,
+                },
+                {
+                    "flow_id": products.id,
+                    "kind": "batch",
+                    "state": "partial",
+                    "batch_ref": "1767261600",
+                    "window_end": start,
+                    "remote_job_id": "hangfire-job-7",
+                    "poll_count": 3,
+                    "res_ids_json": json.dumps(cls.env["res.partner"].search([], limit=3).ids),
+                    "sent_count": 3,
+                    "failed_count": 1,
+                    "started_at": start,
+                    "finished_at": start + timedelta(minutes=2),
+                    "error": "1 × erpId 7: description is required",
+                },
+            ]
+        )
+        orders.cursor_at = start + 3 * window
+        orders_connector = orders.connector_id
+        for number, partner in enumerate(cls.env["res.partner"].search([], limit=3), start=1):
+            cls.env["integration.binding"]._bind(orders_connector, partner, str(number), payload={"pedidoId": number})
+        # The live flow and a failed run are among the forms opened.
+        cls.screen_records.update({orders._name: orders, Run._name: runs.filtered(lambda r: r.state == "failed")})
+
     def setUp(self):
         super().setUp()
         self.assertTrue(
@@ -240,7 +324,8 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
                 continue
             view_types = action.view_mode.split(",")
             domain = safe_eval(action.domain or "[]")
-            records = model.search(domain, limit=4)
+            first = self.screen_records.get(action.res_model, model.browse()).with_user(user)
+            records = (first | model.search(domain, limit=4))[:4]
             self.assertTrue(records, f"no {action.res_model} record to show in {action.name}")
             actions.append(
                 {

@@ -86,7 +86,8 @@ class IntegrationSyncFlow(models.Model):
         ondelete="restrict",
         default=lambda self: self.env.user,
         domain="[('share', '=', False)]",
-        help="Records are read and written with this user's access rights, in the connector's company.",
+        help="Records are read and written with this user's access rights, in the connector's company. "
+        "Only a Settings administrator may choose another user than themselves.",
     )
 
     # Cursor
@@ -328,6 +329,17 @@ class IntegrationSyncFlow(models.Model):
         for flow in self:
             if flow.user_id.share:
                 raise ValidationError(self.env._("Flow %s: only an internal user can run a flow.", flow.name))
+            # A flow acts with its user's rights: an integration manager lending it someone
+            # else's (an administrator's) would read and write what they cannot themselves.
+            if flow.user_id != self.env.user and not self.env.is_system():
+                raise ValidationError(
+                    self.env._(
+                        "Flow %(flow)s: only a Settings administrator may make a flow run as another user "
+                        "(%(user)s); run it as yourself.",
+                        flow=flow.name,
+                        user=flow.user_id.name,
+                    )
+                )
 
     # CRUD: the tombstone table of ``base.unlink`` follows the export flows ------------------
 
@@ -383,6 +395,7 @@ class IntegrationSyncFlow(models.Model):
         return True
 
     def action_resume(self):
+        """Button: the runs that waited are queued again, scheduled flow or not."""
         self.write({"is_paused": False})
         for flow in self:
             flow._kick_queued_runs()  # what the pause held back (manual Syncs too)
@@ -393,6 +406,7 @@ class IntegrationSyncFlow(models.Model):
         self.ensure_one()
         return {
             "type": "ir.actions.act_window",
+            "name": self.env._("Reset Cursor"),
             "res_model": "integration.sync.cursor.wizard",
             "view_mode": "form",
             "target": "new",

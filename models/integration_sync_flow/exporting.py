@@ -332,7 +332,7 @@ class IntegrationSyncFlow(models.Model):
         with run._own_transaction() as polled:
             job = self._delay(
                 polled,
-                self.env._("%(flow)s: poll %(run)s", flow=self.name, run=polled.name),
+                self.env._("%(connector)s: poll %(run)s", connector=self.connector_id.name, run=polled.name),
                 eta=delay,
             )._job_run()
             polled.job_uuid = job.uuid

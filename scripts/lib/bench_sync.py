@@ -274,7 +274,7 @@ def export(conf, db, odoo_bin, records, batch_size, rate_limit, sandbox_args, ta
 
 def main(conf, db, odoo_bin):
     odoo.tools.config.parse_config(["-c", conf, "-d", db, "--log-level", "warn"])
-    sandbox, url = start_sandbox("orders", "--orders", str(ORDERS), "--rate", "0")
+    sandbox, url = start_sandbox("orders", "--orders", str(ORDERS), "--rate", "0", "--start", "2026-01-01T00:00:00Z")
     try:
         sync_rates, bare_rates = [], []
         for round_number in range(ROUNDS):

@@ -4,7 +4,8 @@
  * each window action in each of its multi-record view types, every filter and group-by of its
  * search panel (each option of date filters and date group-bys), optionally every field of
  * "Add Custom Group", the graph's chart modes; then each listed record's form, each notebook
- * page, each stat button (the screen it opens) and the listed buttons that open dialogs.
+ * page, each stat button (the screen it opens) and the listed buttons (in the header or a
+ * notebook page) that open dialogs: a wizard or a confirmation, closed without confirming.
  *
  * Odoo's clickbot (web/static/src/webclient/clickbot) covers menus, view switches and filters;
  * this adds what it leaves out. Any error dialog, failed RPC, or count of search items that
@@ -291,6 +292,12 @@ async function walkForm(env, action, resId) {
             }
         }
     }
+    for (const name of action.buttons) {
+        const button = document.querySelector(`.o_form_view .o_form_statusbar button[name="${name}"]`);
+        if (button && visible(button)) {
+            dialogButtons.push([null, name]);
+        }
+    }
     if (document.querySelector(".o_form_view .o-form-buttonbox .o_button_more")) {
         throw new Error(`${where}: stat buttons hidden under "More" are not walked`);
     }
@@ -312,7 +319,7 @@ async function walkForm(env, action, resId) {
     }
     for (const [pageIndex, name] of dialogButtons) {
         await openView(env, action, "form", { resId });
-        if (pages.length) {
+        if (pages.length && pageIndex !== null) {
             await click(document.querySelectorAll(".o_form_view .o_notebook_headers .nav-link")[pageIndex], where);
             await settle(where);
         }
