@@ -16,6 +16,7 @@ CHANNEL_SYNC = "root.integration.sync"
 # the connector id). Distinct values keep the addon's locks from meeting each other.
 LOCK_OAUTH2_REFRESH = 0x1A7E
 LOCK_WEBHOOK_SEQUENTIAL = 0x1A7F
+LOCK_SYNC_FLOW = 0x1A80
 
 # The inbound webhook route: POST WEBHOOK_ROUTE_PREFIX/<connector code>.
 WEBHOOK_ROUTE_PREFIX = "/integration/webhook"

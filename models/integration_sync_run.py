@@ -9,6 +9,18 @@ from ..core.exceptions import IntegrationError
 
 _logger = logging.getLogger(__name__)
 
+# What a window run counts, reset when it is read again (Retry, a split, a restart).
+WINDOW_COUNTS = (
+    "fetched_count",
+    "created_count",
+    "updated_count",
+    "unchanged_count",
+    "deleted_count",
+    "failed_count",
+    "page_count",
+    "remote_total",
+    "restart_count",
+)
 STATES = [
     ("queued", "Queued"),
     ("running", "Running"),
@@ -51,6 +63,9 @@ class IntegrationSyncRun(models.Model):
     page_token = fields.Char(string="Next Page Token", help="Checkpoint of next-page-token paging.")
     page_count = fields.Integer(string="Pages")
     remote_total = fields.Integer(help="The window's total as the remote announced it.")
+    restart_count = fields.Integer(
+        string="Restarts", help="Times the window was read again from its first page because its total changed."
+    )
 
     # Export batch
     batch_ref = fields.Char(string="Batch ID", help="The batch id sent to the remote (messages protocol).")
@@ -116,8 +131,12 @@ class IntegrationSyncRun(models.Model):
             raise UserError(self.env._("Only failed or partial runs can be retried."))
         runs.check_access("read")
         for run in runs.sudo():
+            # A window is read again from its first page: its counts start again too (they
+            # decide nothing, but a total "fetched" must not stop the paging early).
+            counts = dict.fromkeys(WINDOW_COUNTS, 0) if run.kind == "window" else {}
             run.write(
                 {
+                    **counts,
                     "state": "queued",
                     "error": False,
                     "page_next": 1,
@@ -139,8 +158,11 @@ class IntegrationSyncRun(models.Model):
     def _enqueue(self):
         self.ensure_one()
         flow = self.flow_id
+        # The run's bookkeeping needs rights operators and managers lack (creating the second
+        # half of a split window, bindings): its job runs as superuser, and the records of
+        # the flow's model are read and written as the flow's Run As user (``_model``).
         job = flow._delay(
-            self, self.env._("%(connector)s: %(run)s", connector=flow.connector_id.name, run=self.name)
+            self.sudo(), self.env._("%(connector)s: %(run)s", connector=flow.connector_id.name, run=self.name)
         )._job_run()
         self.job_uuid = job.uuid
         return job
@@ -149,6 +171,9 @@ class IntegrationSyncRun(models.Model):
         """Queue job entry point: work on this window or batch (resumable)."""
         self.ensure_one()
         if self.state in ("done", "partial", "failed"):
+            if self.kind == "window":
+                # Killed between its last page and the cursor's move: move it now.
+                self.flow_id._after_window(self)
             return self.env._("Nothing to do: the run is %s.", self.state)
         # Errors of its calls are linked to the run (its Retry is theirs).
         run = self.with_context(integration_related_model=self._name, integration_related_id=self.id)

@@ -230,6 +230,84 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(runs.mapped("state"), ["done", "done"])
         self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=6))
 
+    def test_a_window_failed_midway_is_read_whole_on_retry(self):
+        route = self.sandbox.route
+
+        def failing_route(method, path, query, headers, body):
+            if query.get("pagina") == "4":
+                return Reply(400, {"error": "bad_request", "message": "page 4 refused"})
+            return route(method, path, query, headers, body)
+
+        self.sandbox.route = failing_route
+        run = self.flow._plan_import(until=DAY + timedelta(hours=6))
+        with mute_logger(CONNECTOR_LOGGER, ADDON_LOGGER):
+            self._run_all()
+        self.assertEqual((run.state, run.fetched_count), ("failed", 150))
+        self.sandbox.route = route
+        run.action_retry()
+        self.assertFalse(self._run_all())
+        self.assertEqual((run.state, run.fetched_count, run.page_count), ("done", 250, 5), "every page read again")
+        self.assertEqual((run.created_count, run.unchanged_count), (100, 150))
+        self.assertEqual(len(self._imported()), 250)
+        self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=6))
+
+    def test_a_worker_killed_after_the_last_page_finishes_without_asking_more(self):
+        run = self.flow._plan_import(until=DAY + timedelta(hours=6))
+        flow_class = type(self.env["integration.sync.flow"])
+
+        def killed(flow, window_run):
+            raise RuntimeError("worker killed")  # after the last page's transaction
+
+        with patch.object(flow_class, "_finish_window", killed), mute_logger(ADDON_LOGGER):
+            self.assertIsInstance(run_job(self.env, run.job_uuid), RuntimeError)
+        self.assertEqual(run.state, "done", "the final state went with the last page")
+        self.assertFalse(self.flow.cursor_at, "the cursor had not moved yet")
+        served = self.sandbox.stats["pages_served"]
+        self.assertIsNone(run_job(self.env, run.job_uuid), "the job requeued after the kill")
+        self.assertEqual(self.sandbox.stats["pages_served"], served, "no page asked again")
+        self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=6), "the cursor moved now")
+
+    def test_a_split_without_a_total_counts_each_record_once(self):
+        self.flow.write({"page_cap": 3, "total_header": False})
+        self.flow._plan_import(until=DAY + timedelta(hours=6))
+        self.assertFalse(self._run_all())
+        windows = self.flow.run_ids
+        self.assertTrue(all(w.state == "done" for w in windows), windows.mapped("error"))
+        self.assertEqual(len(self._imported()), 250)
+        self.assertEqual(sum(windows.mapped("fetched_count")), 250, "the halves' counts add up to the window")
+        # Pages stored before the split are read again after it: their records count as unchanged.
+        self.assertEqual(sum(windows.mapped("created_count")) + sum(windows.mapped("unchanged_count")), 250)
+
+    def test_a_window_whose_total_changes_while_paged_is_read_again(self):
+        run = self.flow._plan_import(until=DAY + timedelta(hours=6))
+        list_orders = self.sandbox._list
+        calls = []
+
+        def moving(token, query):
+            calls.append(query.get("pagina"))
+            if len(calls) == 3:  # while page 3 is asked, order 10 changes and leaves the window
+                self.sandbox.set_order(10, dataAtualizacao="2026-01-02T12:00:00Z")
+            return list_orders(token, query)
+
+        self.sandbox._list = moving
+        self.assertFalse(self._run_all())
+        self.assertEqual(run.state, "done")
+        self.assertEqual(run.restart_count, 1, "read again from page 1 once the total changed")
+        self.assertEqual(run.fetched_count, 249)
+        self.assertEqual(len(self._imported()), 250, "no order fell between two pages")
+
+    def test_a_manager_resuming_a_flow_lets_its_window_split(self):
+        self.flow.write({"page_cap": 3, "is_paused": True})
+        run = self.flow._plan_import(until=DAY + timedelta(hours=6))
+        run_job(self.env, run.job_uuid)
+        self.assertEqual((run.state, run.job_uuid), ("queued", False), "paused: the run waits without a job")
+        self.flow.with_user(self.manager).action_resume()
+        job = self.env["queue.job"].search([("uuid", "=", run.job_uuid)])
+        self.assertTrue(job)
+        self.assertFalse(self._run_all())
+        self.assertGreater(len(self.flow.run_ids), 1, "split, although managers cannot create runs themselves")
+        self.assertEqual(len(self._imported()), 250)
+
     def test_a_failed_window_holds_the_cursor(self):
         self.flow.write({"window_minutes": 120})
         route = self.sandbox.route
@@ -326,6 +404,11 @@ class TestSyncImport(IntegrationHubCase):
                 "payload": '{"pedidoId": 42}',
             }
         )
+        self.flow.is_paused = True
+        with self.assertRaises(RetryableJobError, msg="a paused flow imports nothing; the event waits"):
+            rule._apply(event)
+        self.assertFalse(self.Partner.search_count([("ref", "=", "P0000042")]))
+        self.flow.is_paused = False
         partner = rule._apply(event)
         self.assertEqual(partner.ref, "P0000042")
         # Webhooks repeat: the same announcement again changes nothing.

@@ -331,7 +331,7 @@ class IntegrationSyncFlow(models.Model):
         delay = min(self.poll_interval * (2 ** min(polls, 10)), POLL_CAP_SECONDS)
         with run._own_transaction() as polled:
             job = self._delay(
-                polled,
+                polled.sudo(),
                 self.env._("%(connector)s: poll %(run)s", connector=self.connector_id.name, run=polled.name),
                 eta=delay,
             )._job_run()

@@ -13,11 +13,17 @@ from odoo.exceptions import UserError, ValidationError
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
+from ...const import LOCK_SYNC_FLOW, PAUSED_RETRY_AFTER
 from ...core.exceptions import IntegrationError, MappingError, SyncPageError
 from ...core.jsonpath import json_path_get
 from ...core.jsonutil import loads_or_none, payload_digest
 from ...core.textsafe import unique_key
+from ..integration_connector_state import state_cursor
+from ..integration_sync_run import WINDOW_COUNTS
 from .common import MAX_WINDOWS_PER_PLAN
+
+# Times a window is read again from its first page when its total changes while paged.
+MAX_WINDOW_RESTARTS = 3
 
 _logger = logging.getLogger(__name__)
 
@@ -201,6 +207,20 @@ class IntegrationSyncFlow(models.Model):
         if page == 1 and total is not None and total > (self.page_cap - 1) * self.page_size:
             self._split_window(run, total)
             return "split"
+        if page > 1 and total is not None and run.remote_total and total != run.remote_total:
+            if run.restart_count < MAX_WINDOW_RESTARTS:
+                # Records entered or left the window while it was paged: the pages shifted,
+                # and one record may have fallen between two of them. Read it again from
+                # the first page (what was stored is recognised by its binding).
+                _logger.info(
+                    "Flow %s: window %s went from %s to %s records while paged: read again",
+                    self.code,
+                    run.name,
+                    run.remote_total,
+                    total,
+                )
+                run.write({**dict.fromkeys(WINDOW_COUNTS, 0), "restart_count": run.restart_count + 1, "page_next": 1})
+                return "more"
         counts = self._import_documents(documents, run=run)
         fetched_count = run.fetched_count + len(documents)
         values = {
@@ -219,6 +239,11 @@ class IntegrationSyncFlow(models.Model):
                 # Full pages up to the cap: the window holds more than the remote lets us page.
                 self._split_window(run, total)
                 return "split"
+        if not more:
+            # The final state goes with the last page: a worker killed right after it finds
+            # the window finished, not a page to ask beyond the last.
+            failed = values.get("failed_count", run.failed_count)
+            values.update(state="partial" if failed else "done", finished_at=fields.Datetime.now())
         run.write(values)
         return "more" if more else "done"
 
@@ -239,8 +264,8 @@ class IntegrationSyncFlow(models.Model):
             return str(token) if token not in (None, "") else False
         if len(documents) < self.page_size:
             return False  # a short page is the last
-        if total is not None and fetched >= total:
-            return False
+        if total is not None and page * self.page_size >= total:
+            return False  # by position: what was counted before a Retry or a restart decides nothing
         return page + 1 < self.page_cap
 
     def _split_window(self, run, total):
@@ -272,24 +297,24 @@ class IntegrationSyncFlow(models.Model):
             {
                 "window_start": middle,
                 "window_end": run.window_end,
+                **dict.fromkeys(WINDOW_COUNTS, 0),
                 "state": "queued",
                 "job_uuid": False,
                 "page_next": 1,
                 "page_token": False,
+                "started_at": False,
             }
         )
-        run.write({"window_end": middle, "page_next": 1, "page_token": False})
+        # Both halves count from their first page (pages already stored are recognised).
+        run.write({**dict.fromkeys(WINDOW_COUNTS, 0), "window_end": middle, "page_next": 1, "page_token": False})
         _logger.debug("Flow %s: second half of the window is run %s", self.code, second.id)
         return True
 
     def _finish_window(self, run):
-        """The window is done: the run's final state, and the cursor over done windows."""
+        """The window ended (its state went with its last page): cursor, queue, summary."""
+        self._after_window(run)
         with run._own_transaction() as done_run:
-            state = "partial" if done_run.failed_count else "done"
-            done_run.write({"state": state, "finished_at": fields.Datetime.now()})
-            flow = done_run.flow_id
-            flow._advance_import_cursor(done_run.plan_ref)
-            flow._kick_queued_runs()
+            state = done_run.state
             summary = self.env._(
                 "%(state)s: %(pages)s page(s), %(fetched)s fetched, %(created)s created, %(updated)s updated, "
                 "%(unchanged)s unchanged, %(deleted)s deleted, %(failed)s failed",
@@ -304,11 +329,22 @@ class IntegrationSyncFlow(models.Model):
             )
         return summary
 
+    def _after_window(self, run):
+        """Move the cursor over the plan's done windows and queue the next ones, one window
+        at a time per flow: under the flow's lock, taken before the transaction starts so
+        that it sees what the window before it committed (parallel windows end together)."""
+        with state_cursor(self.env.cr.dbname) as lock_cr:
+            lock_cr.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_SYNC_FLOW, self.id])
+            try:
+                with run._own_transaction() as ended:
+                    ended.flow_id._advance_import_cursor(ended.plan_ref)
+                    ended.flow_id._kick_queued_runs()
+            finally:
+                lock_cr.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_SYNC_FLOW, self.id])
+
     def _advance_import_cursor(self, plan_ref):
         """Move the cursor over the done windows that follow it, without gaps: a failed or
         partial window holds it (the next Sync reads from there again)."""
-        self.env.cr.execute("SELECT id FROM integration_sync_flow WHERE id = %s FOR UPDATE", [self.id])
-        self.invalidate_recordset(["cursor_at"])
         cursor = self.cursor_at
         runs = self.env["integration.sync.run"].search(
             [("flow_id", "=", self.id), ("kind", "=", "window"), ("plan_ref", "=", plan_ref)],
@@ -534,6 +570,14 @@ class IntegrationSyncFlow(models.Model):
         """Fetch one remote record by id and upsert it like a window would (same map, same
         bindings); returns the Odoo record. For webhook handlers announcing one record."""
         self.ensure_one()
+        if not self.active:
+            raise UserError(self.env._("Flow %s is archived: it imports nothing.", self.name))
+        if self.is_paused:
+            # The announcement waits (a webhook event stays queued and is tried again).
+            raise RetryableJobError(
+                self.env._("Flow %s is paused: the record is imported after Resume.", self.name),
+                seconds=PAUSED_RETRY_AFTER,
+            )
         if not self.record_path:
             raise UserError(self.env._("Flow %s has no Single Record Path to fetch one record.", self.name))
         path = self.record_path.replace("{id}", quote(str(external_id), safe=""))
@@ -545,7 +589,13 @@ class IntegrationSyncFlow(models.Model):
             )
         if self.records_json_path and isinstance(json_path_get(document, self.records_json_path), dict):
             document = json_path_get(document, self.records_json_path)
-        self._import_documents([document])
+        try:
+            with self.env.cr.savepoint():
+                self._import_documents([document])
+        except psycopg2.errors.UniqueViolation:
+            # A window bound the same record meanwhile: once more, its binding is found.
+            with self.env.cr.savepoint():
+                self._import_documents([document])
         return self.env["integration.binding"]._to_internal(
             self.connector_id, self.model_name, json_path_get(document, self.id_json_path)
         )
@@ -562,13 +612,17 @@ class _PageAhead:
 
     def __init__(self, flow):
         self.flow = flow
+        # In Odoo's test mode every cursor is the test's one connection, under a lock the
+        # job holds: pages are asked in turn there.
+        self.enabled = not flow.env.registry.in_test_mode()
+        self.timeout = flow.connector_id.timeout_connect + flow.connector_id.timeout_read + 30
         self.executor = None
         self.future = None
         self.position = None
 
     def ask(self, position):
         self.position = position
-        if position is None:
+        if position is None or not self.enabled:
             self.future = None
             return
         if self.executor is None:
@@ -579,6 +633,7 @@ class _PageAhead:
             flow.env.registry,
             flow.env.cr.dbname,
             flow.env.uid,
+            flow.env.su,
             dict(flow.env.context),
             flow.id,
             position,
@@ -589,7 +644,7 @@ class _PageAhead:
         self.future = self.position = None
         if future is None:
             return None
-        fetched = future.result()  # a failure of the thread is the window's failure
+        fetched = future.result(timeout=self.timeout)  # a failure of the thread is the window's
         if wanted["page"] != position["page"] or wanted["token"] != position["token"]:
             return None  # the window moved otherwise (split, another worker): ask again
         return fetched
@@ -599,8 +654,8 @@ class _PageAhead:
             self.executor.shutdown(wait=True)
 
 
-def _fetch_in_thread(registry, dbname, uid, context, flow_id, position):
+def _fetch_in_thread(registry, dbname, uid, su, context, flow_id, position):
     threading.current_thread().dbname = dbname  # Odoo's log lines name the database
     with registry.cursor() as cr:
-        flow = api.Environment(cr, uid, context)["integration.sync.flow"].browse(flow_id)
+        flow = api.Environment(cr, uid, context, su=su)["integration.sync.flow"].browse(flow_id)
         return flow._fetch_page(position)
