@@ -106,10 +106,11 @@ class IntegrationSyncFlow(models.Model):
     def _import_window(self, run):
         """Job body of a window run: page after page from its checkpoint to the last page.
 
-        Each page is asked with no transaction open (a slow partner holds no snapshot or
-        lock), then its records and the checkpoint are written together in a transaction of
-        their own: a worker killed between pages resumes at the next one, and one killed
-        during a page's write redoes that page only.
+        Each page is asked outside any page transaction (only the job's own, which
+        queue_job keeps open to lock the job, waits meanwhile), then its records and the
+        checkpoint are written together in a transaction of their own: a worker killed
+        between pages resumes at the next one, and one killed during a page's write redoes
+        that page only. The next page is asked while this one is written (``_PageAhead``).
         """
         with run._own_transaction() as started:
             started.write({"state": "running", "started_at": started.started_at or fields.Datetime.now()})
