@@ -70,6 +70,9 @@ class SandboxServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in two writes: without TCP_NODELAY, Nagle's algorithm and
+            # the client's delayed ACK hold every answer about 40 ms (no partner does that).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 return

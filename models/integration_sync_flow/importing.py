@@ -1,14 +1,12 @@
 import logging
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import parse_qsl, quote
 
 import psycopg2
 from psycopg2.extras import execute_values
 
-from odoo import api, fields, models
+from odoo import fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from odoo.addons.queue_job.exception import RetryableJobError
@@ -110,29 +108,25 @@ class IntegrationSyncFlow(models.Model):
         queue_job keeps open to lock the job, waits meanwhile), then its records and the
         checkpoint are written together in a transaction of their own: a worker killed
         between pages resumes at the next one, and one killed during a page's write redoes
-        that page only. The next page is asked while this one is written (``_PageAhead``).
+        that page only.
         """
         with run._own_transaction() as started:
             started.write({"state": "running", "started_at": started.started_at or fields.Datetime.now()})
             position = started._position()
-        ahead = _PageAhead(self)
+        prepared = self._import_prepared()
         try:
-            fetched = self._fetch_page(position)
             while True:
-                # The next page is asked while this one is stored (a thread of its own, its
-                # own cursor): the partner's answer time hides behind the database's work.
-                ahead.ask(self._next_position(position, fetched))
+                fetched = self._fetch_page(position)
                 with run._own_transaction() as page_run:
                     if page_run.state != "running":
                         return self.env._("Stopped: the run is %s.", page_run.state)
-                    outcome = page_run.flow_id._store_page(page_run, fetched)
+                    outcome = page_run.flow_id._store_page(page_run, fetched, prepared)
                     position = page_run._position()
                 if outcome == "split":
                     with run._own_transaction() as split_run:
                         split_run.flow_id._kick_queued_runs()  # the second half, if windows run in parallel
                 elif outcome == "done":
                     break
-                fetched = ahead.take(position) or self._fetch_page(position)
         except (UserError, ValidationError, MappingError, SyncPageError, IntegrationError) as exc:
             run._fail(exc)
             with run._own_transaction() as failed_run:
@@ -142,21 +136,7 @@ class IntegrationSyncFlow(models.Model):
             # Another window imported the same remote record at the same moment: the page
             # was rolled back whole; on the next try its binding exists.
             raise RetryableJobError(self.env._("A record was bound concurrently; page retried."), seconds=2) from None
-        finally:
-            ahead.close()
         return self._finish_window(run)
-
-    def _next_position(self, position, fetched):
-        """The position of the page after ``fetched`` if the window goes on there, else None
-        (last page, or a window about to be split)."""
-        page, documents, total = fetched["page"], fetched["documents"], fetched["total"]
-        if page == 1 and total is not None and total > (self.page_cap - 1) * self.page_size:
-            return None
-        more = self._has_more(fetched["body"], documents, page, position["fetched"] + len(documents), total)
-        if not more:
-            return None
-        token = more if self.paging_style == "cursor" else position["token"]
-        return dict(position, page=page + 1, token=token, fetched=position["fetched"] + len(documents))
 
     def _fetch_page(self, position):
         """Ask the page at ``position`` (a run's ``_position()``); the parsed page."""
@@ -197,7 +177,7 @@ class IntegrationSyncFlow(models.Model):
             )
         return {"page": page, "documents": documents, "total": self._total(response), "body": body}
 
-    def _store_page(self, run, fetched):
+    def _store_page(self, run, fetched, prepared=None):
         """Upsert a fetched page and move the checkpoint, in the page's own transaction
         (``run`` belongs to it); "more", "done" or "split"."""
         page, documents, total = fetched["page"], fetched["documents"], fetched["total"]
@@ -222,7 +202,7 @@ class IntegrationSyncFlow(models.Model):
                 )
                 run.write({**dict.fromkeys(WINDOW_COUNTS, 0), "restart_count": run.restart_count + 1, "page_next": 1})
                 return "more"
-        counts = self._import_documents(documents, run=run)
+        counts = self._import_documents(documents, run=run, prepared=prepared)
         fetched_count = run.fetched_count + len(documents)
         values = {
             "page_next": page + 1,
@@ -364,7 +344,13 @@ class IntegrationSyncFlow(models.Model):
 
     # Upsert, shared by windows and single records -------------------------------------------
 
-    def _import_documents(self, documents, run=None):
+    def _import_prepared(self):
+        """What every page of a window maps with, read once per window: the compiled field
+        map and the name of the connector's map hook (None without one)."""
+        name = f"_sync_map_{self.connector_id.kind}_{self.code}"
+        return {"field_map": self.field_ids._field_map(), "hook": name if hasattr(self.connector_id, name) else None}
+
+    def _import_documents(self, documents, run=None, prepared=None):
         """Create or update the Odoo records of remote ``documents``, bind them; returns counts.
 
         Idempotent: a document whose binding holds the same digest is skipped, so a window
@@ -375,8 +361,9 @@ class IntegrationSyncFlow(models.Model):
         connector = self.connector_id
         Model = self._model()
         Binding = self.env["integration.binding"].sudo()
-        field_map = self.field_ids._field_map()
-        hook = self._hook("map")
+        prepared = prepared or self._import_prepared()
+        field_map = prepared["field_map"]
+        hook = getattr(connector, prepared["hook"]) if prepared["hook"] else None
         counts = {"created_count": 0, "updated_count": 0, "unchanged_count": 0, "deleted_count": 0, "failed_count": 0}
         errors = []
         by_external = self._documents_by_id(documents, counts, errors)
@@ -604,59 +591,3 @@ class IntegrationSyncFlow(models.Model):
 
 def _short(exc):
     return str(getattr(exc, "args", [exc])[0] if getattr(exc, "args", None) else exc)[:300]
-
-
-class _PageAhead:
-    """Asks one page ahead in a thread, with its own cursor and the job's context (so a
-    429 there is the same job retry as on the main thread). ``take`` returns the page if
-    it is the one wanted, re-raising what the thread raised; otherwise None."""
-
-    def __init__(self, flow):
-        self.flow = flow
-        # In Odoo's test mode every cursor is the test's one connection, under a lock the
-        # job holds: pages are asked in turn there.
-        self.enabled = not flow.env.registry.in_test_mode()
-        self.timeout = flow.connector_id.timeout_connect + flow.connector_id.timeout_read + 30
-        self.executor = None
-        self.future = None
-        self.position = None
-
-    def ask(self, position):
-        self.position = position
-        if position is None or not self.enabled:
-            self.future = None
-            return
-        if self.executor is None:
-            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integration-sync-page")
-        flow = self.flow
-        self.future = self.executor.submit(
-            _fetch_in_thread,
-            flow.env.registry,
-            flow.env.cr.dbname,
-            flow.env.uid,
-            flow.env.su,
-            dict(flow.env.context),
-            flow.id,
-            position,
-        )
-
-    def take(self, position):
-        future, wanted = self.future, self.position
-        self.future = self.position = None
-        if future is None:
-            return None
-        fetched = future.result(timeout=self.timeout)  # a failure of the thread is the window's
-        if wanted["page"] != position["page"] or wanted["token"] != position["token"]:
-            return None  # the window moved otherwise (split, another worker): ask again
-        return fetched
-
-    def close(self):
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
-
-
-def _fetch_in_thread(registry, dbname, uid, su, context, flow_id, position):
-    threading.current_thread().dbname = dbname  # Odoo's log lines name the database
-    with registry.cursor() as cr:
-        flow = api.Environment(cr, uid, context, su=su)["integration.sync.flow"].browse(flow_id)
-        return flow._fetch_page(position)
