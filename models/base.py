@@ -1,5 +1,7 @@
 from odoo import models
 
+from odoo.addons.base.models.ir_model import MODULE_UNINSTALL_FLAG
+
 
 class Base(models.AbstractModel):
     """Deletion tracking for exported models: unlinking a record that an export flow sent
@@ -8,7 +10,9 @@ class Base(models.AbstractModel):
     _inherit = "base"
 
     def unlink(self):
-        if self.ids and "integration.sync.flow" in self.env:
+        # Not while a module's data is removed (an uninstall drops this addon's tables and
+        # columns one by one meanwhile).
+        if self.ids and "integration.sync.flow" in self.env and not self.env.context.get(MODULE_UNINSTALL_FLAG):
             connector_ids = self.env["integration.sync.flow"]._tombstone_connectors().get(self._name)
             if connector_ids:
                 Binding = self.env["integration.binding"].sudo()

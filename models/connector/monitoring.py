@@ -7,6 +7,8 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from odoo.addons.base.models.ir_model import MODULE_UNINSTALL_FLAG
+
 from ...core.backoff import parse_retry_after
 from ...core.exceptions import RETRYABLE_STATUSES, IntegrationConfigError, IntegrationError
 from ...core.redact import redact_headers, redact_text, redact_url
@@ -121,6 +123,8 @@ class IntegrationConnector(models.Model):
         ids = tuple(self.ids)
         dbname = self.env.cr.dbname
         result = super().unlink()
+        if self.env.context.get(MODULE_UNINSTALL_FLAG):
+            return result  # the addon is uninstalled: those tables are dropped with it
 
         @self.env.cr.postcommit.add
         def forget_runtime_state():

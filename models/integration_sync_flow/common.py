@@ -364,6 +364,14 @@ class IntegrationSyncFlow(models.Model):
     @tools.ormcache()
     def _tombstone_connectors(self):
         """{model: (connector ids)} of the active export flows that send deletions."""
+        columns = ("model_name", "connector_id", "direction", "send_deletes", "active")
+        self.env.cr.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s AND column_name IN %s",
+            [self._table, columns],
+        )
+        if self.env.cr.fetchone()[0] != len(columns):
+            return {}  # being uninstalled: its columns and table go before the last unlinks
         self.env.cr.execute(
             """SELECT f.model_name, array_agg(DISTINCT f.connector_id)
                  FROM integration_sync_flow f
