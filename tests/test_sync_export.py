@@ -126,6 +126,36 @@ class TestExportBatches(ExportCase):
         with self.assertRaisesRegex(ValidationError, "above the remote's maximum of 1000"):
             flow.batch_size = 1001
 
+    def test_the_start_is_read_from_the_portals_latest_integration(self):
+        partners = self._partners(4)
+        flow = self._flow(
+            cursor_source="remote",
+            cursor_remote_path="/product/get-latest-integration",
+            cursor_remote_json_path="lastDateTime",
+            overlap_seconds=0,
+        )
+
+        def latest(moment):
+            # The portal's last successful job ended at ``moment``.
+            self.retail.jobs["earlier"] = {
+                "jobId": "earlier", "items": [{"erpId": 1}], "received": moment, "due": moment,
+                "finished": moment, "errors": [], "success": 1,
+            }  # fmt: skip
+
+        latest(time.time() + 86400)  # tomorrow: nothing changed since
+        self.assertFalse(flow._sync(), "nothing changed after the portal's last integration")
+        self.assertEqual(self.retail.stats["statuses"].get("200"), 1, "the portal was asked where to start")
+        latest(time.time() - 86400)  # yesterday: today's records go
+        runs = flow._sync()
+        self.assertEqual(runs.window_start.date(), (fields.Datetime.now() - timedelta(days=1)).date())
+        self.assertEqual(sorted(runs._res_ids()), partners.ids)
+        self._drain(flow)
+        self.assertEqual(set(runs.mapped("state")), {"done"})
+        # Without any integration yet (404), the flow starts from its own cursor.
+        self.retail.jobs.clear()
+        flow.cursor_at = fields.Datetime.now() + timedelta(days=1)
+        self.assertFalse(flow._sync(), "the portal had no date: the flow's own cursor decided")
+
     def test_batches_are_cut_by_bytes_as_they_travel(self):
         # Non-ASCII names: their bytes, not their characters, count.
         partners = self._partners(12, function="Größe Ærø — façade extérieure, 2ème étage")

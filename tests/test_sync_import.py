@@ -360,6 +360,17 @@ class TestSyncImport(IntegrationHubCase):
         binding = self.env["integration.binding"]._find(self.connector, "res.partner", external_id="P0000005")
         self.assertEqual(binding.res_id, existing.id)
 
+    def test_a_record_odoo_refuses_fails_alone_and_is_named(self):
+        self.flow.window_minutes = 30
+        self.sandbox.set_order(4, cliente={"nome": None, "email": "nameless@example.com"})
+        runs = self.flow._plan_import(until=DAY + timedelta(minutes=30))
+        with mute_logger("odoo.sql_db", ADDON_LOGGER):
+            self._run_all()
+        self.assertEqual((runs.state, runs.created_count, runs.failed_count), ("partial", 20, 1))
+        self.assertTrue(runs.error.startswith("4: "), runs.error)
+        self.assertIn("name", runs.error, "the database's reason, on the failed order's line")
+        self.assertEqual(len(self._imported()), 20)
+
     def test_a_mapping_failure_fails_that_record_only(self):
         self.flow.field_ids.filtered(lambda line: line.field_id.name == "email").unlink()
         self.flow.write(

@@ -424,7 +424,7 @@ class IntegrationSyncFlow(models.Model):
                 new_values.append(values)
                 new_keys.append((external_id, digest))
         for (external_id, digest), record_id in zip(
-            new_keys, self._create_records(Model, new_values, errors), strict=True
+            new_keys, self._create_records(Model, new_values, errors, [key for key, _digest in new_keys]), strict=True
         ):
             if record_id:
                 counts["created_count"] += 1
@@ -451,22 +451,28 @@ class IntegrationSyncFlow(models.Model):
             by_external[unique_key(str(external_id))] = document
         return by_external
 
-    def _create_records(self, Model, values_list, errors):
-        """Create in one call; if that fails, one by one to keep the good ones. Ids (or None)."""
+    def _create_records(self, Model, values_list, errors, keys):
+        """Create in one call; if that fails, one by one to keep the good ones (each failure
+        named by its remote id ``keys[i]``). Ids (or None)."""
         if not values_list:
             return []
         try:
             with self.env.cr.savepoint():
                 return Model.create(values_list).ids
         except (UserError, ValidationError, psycopg2.IntegrityError, ValueError) as exc:
-            _logger.info("Flow %s: %d records not created together (%s); one by one", self.code, len(values_list), exc)
+            _logger.info(
+                "Flow %s: %d records not created together (%s); one by one",
+                self.code,
+                len(values_list),
+                _short(exc),
+            )
         ids = []
-        for values in values_list:
+        for key, values in zip(keys, values_list, strict=True):
             try:
                 with self.env.cr.savepoint():
                     ids.append(Model.create(values).id)
             except (UserError, ValidationError, psycopg2.IntegrityError, ValueError) as exc:
-                errors.append(_short(exc))
+                errors.append(self.env._("%(id)s: %(error)s", id=key, error=_short(exc)))
                 ids.append(None)
         return ids
 
@@ -590,4 +596,6 @@ class IntegrationSyncFlow(models.Model):
 
 
 def _short(exc):
-    return str(getattr(exc, "args", [exc])[0] if getattr(exc, "args", None) else exc)[:300]
+    """An exception's first line of text, bounded, on one line (it may quote a partner's data)."""
+    text = str(getattr(exc, "args", [exc])[0] if getattr(exc, "args", None) else exc)
+    return " ".join(text.split())[:300]
