@@ -22,3 +22,4 @@ from . import test_webhook_hostile
 from . import test_every_screen
 from . import test_sync_import
 from . import test_sync_pause
+from . import test_health

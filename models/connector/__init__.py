@@ -9,3 +9,4 @@ from . import reliability
 from . import monitoring
 from . import webhook
 from . import sync
+from . import health
