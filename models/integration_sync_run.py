@@ -90,6 +90,11 @@ class IntegrationSyncRun(models.Model):
     failed_count = fields.Integer(string="Failed")
     sent_count = fields.Integer(string="Sent")
 
+    progress = fields.Float(
+        compute="_compute_progress",
+        help="Import: records read out of the total the remote announced. Export: records the remote "
+        "acknowledged out of the batch (messages), or the batch once settled.",
+    )
     started_at = fields.Datetime()
     finished_at = fields.Datetime()
     duration = fields.Float(string="Duration (s)", compute="_compute_duration", store=True, aggregator="avg")
@@ -106,6 +111,20 @@ class IntegrationSyncRun(models.Model):
             else:
                 what = self.env._("single record")
             run.name = f"{run.flow_id.name}: {what}"
+
+    @api.depends(
+        "state", "fetched_count", "remote_total", "records_sent", "sent_count", "res_ids_json", "deleted_ids_json"
+    )
+    def _compute_progress(self):
+        for run in self:
+            if run.state in ("done", "partial"):
+                run.progress = 100.0
+            elif run.kind == "window":
+                run.progress = min(100.0, 100.0 * run.fetched_count / run.remote_total) if run.remote_total else 0.0
+            else:
+                size = len(run._res_ids()) + len(run._deleted_ids())
+                done = max(run.records_sent, run.sent_count)  # acknowledged messages, or a batch sent
+                run.progress = min(100.0, 100.0 * done / size) if size else 0.0
 
     @api.depends("started_at", "finished_at")
     def _compute_duration(self):

@@ -201,6 +201,7 @@ class TestSyncImport(IntegrationHubCase):
             error = run_job(self.env, run.job_uuid)
         self.assertIsInstance(error, RuntimeError)
         self.assertEqual((run.state, run.page_next, run.created_count), ("running", 3, 100))
+        self.assertEqual(run.progress, 40.0, "100 of the 250 orders the remote announced")
         self.assertEqual(len(self._imported()), 100, "pages 1 and 2 are kept")
         # The runner requeues the dead job: it goes on from page 3.
         self.assertIsNone(run_job(self.env, run.job_uuid))
