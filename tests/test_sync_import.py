@@ -325,6 +325,12 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(runs.mapped("state"), ["done", "failed", "done"])
         self.assertIn("400", runs[1].error)
         self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=2), "the cursor stops before the failed window")
+        self.connector.invalidate_recordset()
+        self.assertEqual(self.connector.sync_failed_run_count, 1, "the connector shows it")
+        action = self.connector.action_view_failed_sync_runs()
+        self.assertEqual(
+            self.env["integration.sync.run"].search(action["domain"] + [("state", "=", "failed")]), runs[1]
+        )
         error = self.env["integration.error"].search([("res_model", "=", runs[1]._name), ("res_id", "=", runs[1].id)])
         self.assertTrue(error, "the failure is in the error log, linked to the run")
         # Retry re-reads exactly that window; the cursor then moves over the three.

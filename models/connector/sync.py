@@ -21,6 +21,7 @@ class IntegrationConnector(models.Model):
 
     sync_flow_ids = fields.One2many("integration.sync.flow", "connector_id", string="Sync Flows")
     sync_flow_count = fields.Integer(compute="_compute_sync_flow_count")
+    sync_failed_run_count = fields.Integer(string="Failed Sync Runs", compute="_compute_sync_flow_count")
     entities_path = fields.Char(
         help="Data-sharing feeds: the entities list naming the tables to send (forceReload starts a full reload)."
     )
@@ -29,8 +30,24 @@ class IntegrationConnector(models.Model):
     )
 
     def _compute_sync_flow_count(self):
+        failed = dict(
+            self.env["integration.sync.run"]._read_group(
+                [("connector_id", "in", self.ids), ("state", "in", ("failed", "partial"))],
+                ["connector_id"],
+                ["__count"],
+            )
+        )
         for connector in self:
             connector.sync_flow_count = len(connector.sync_flow_ids)
+            connector.sync_failed_run_count = failed.get(connector, 0)
+
+    def action_view_failed_sync_runs(self):
+        """Stat button: the connector's failed and partial runs, each with its Retry."""
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_sync_run_action")
+        action["domain"] = [("connector_id", "=", self.id)]
+        action["context"] = {"search_default_filter_failed": 1}
+        return action
 
     def action_view_sync_flows(self):
         self.ensure_one()
