@@ -201,3 +201,10 @@ def payload_digest(payload):
     record whose payload did not change since it was last sent or received."""
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def compact_bytes(payload):
+    """``payload`` as a body travels: compact UTF-8 JSON. (``requests``' own ``json=`` adds
+    spaces and escapes non-ASCII text, up to six bytes a character: a batch measured on this
+    form would travel larger than measured.)"""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()

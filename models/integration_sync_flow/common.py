@@ -1,10 +1,9 @@
 import logging
-from datetime import timedelta
 
 from odoo import api, fields, models, tools
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import ValidationError
 
-from ...core.exceptions import IntegrationError
+from ...core.mapper import remote_value
 from ..integration_webhook_rule import _is_protected_model
 
 _logger = logging.getLogger(__name__)
@@ -380,161 +379,6 @@ class IntegrationSyncFlow(models.Model):
         )
         return {model: tuple(ids) for model, ids in self.env.cr.fetchall()}
 
-    # Actions -----------------------------------------------------------------------------
-
-    def action_sync_now(self):
-        """Button: plan and queue this flow's work now (operators may, as they may Retry)."""
-        self.check_access("read")
-        for flow in self.sudo():
-            if not flow.active or flow.is_paused:
-                raise UserError(self.env._("Flow %s is paused or archived: resume it first.", flow.name))
-            flow._sync()
-        return self._notify(self.env._("Sync queued: follow it in the runs."))
-
-    def action_full_reload(self):
-        """Button (confirmed in the view): forget the cursor; the next run reads everything."""
-        self.write({"cursor_at": False, "is_reload_pending": True})
-        for flow in self:
-            flow.message_post(body=self.env._("Full reload requested by %s.", self.env.user.name))
-        return True
-
-    def action_pause(self):
-        self.write({"is_paused": True})
-        return True
-
-    def action_resume(self):
-        """Button: the runs that waited are queued again, scheduled flow or not."""
-        self.write({"is_paused": False})
-        for flow in self:
-            flow._kick_queued_runs()  # what the pause held back (manual Syncs too)
-        return True
-
-    def action_reset_cursor(self):
-        """Button: the wizard that sets the cursor to a date."""
-        self.ensure_one()
-        return {
-            "type": "ir.actions.act_window",
-            "name": self.env._("Reset Cursor"),
-            "res_model": "integration.sync.cursor.wizard",
-            "view_mode": "form",
-            "target": "new",
-            "context": {"default_flow_id": self.id, "default_cursor_at": self.cursor_at},
-        }
-
-    def action_view_runs(self):
-        self.ensure_one()
-        action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_sync_run_action")
-        action["domain"] = [("flow_id", "=", self.id)]
-        action["context"] = {"default_flow_id": self.id}
-        return action
-
-    def action_view_bindings(self):
-        self.ensure_one()
-        action = self.env["ir.actions.act_window"]._for_xml_id("integration_hub.integration_binding_action")
-        action["domain"] = [("connector_id", "=", self.connector_id.id), ("res_model", "=", self.model_name)]
-        return action
-
-    def _notify(self, message):
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": self.env._("Sync"),
-                "message": message,
-                "type": "success",
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-            },
-        }
-
-    # Scheduling --------------------------------------------------------------------------
-
-    @api.model
-    def _cron_sync_due(self):
-        """Cron: settle runs whose job ended without them, then queue every flow whose
-        interval has come (the runs do the work, in jobs)."""
-        self.env["integration.sync.run"]._settle_orphans()
-        now = fields.Datetime.now()
-        flows = self.search(
-            [
-                ("is_paused", "=", False),
-                ("interval_minutes", ">", 0),
-                ("connector_id.active", "=", True),
-                "|",
-                ("next_run_at", "=", False),
-                ("next_run_at", "<=", now),
-            ]
-        )
-        for flow in flows:
-            flow.next_run_at = now + timedelta(minutes=flow.interval_minutes)
-            try:
-                with self.env.cr.savepoint():
-                    flow._sync()
-            except (UserError, ValidationError, IntegrationError) as exc:
-                # One flow's partner down (a remote cursor, an entities list) holds back no other flow.
-                _logger.warning("Flow %s of connector %s not planned: %s", flow.code, flow.connector_id.code, exc)
-        return len(flows)
-
-    @api.model
-    def _cron_cleanup_runs(self):
-        """Cron: remove old runs, per flow's retention (always keeping its last success)."""
-        return sum(flow._cleanup_runs() for flow in self.with_context(active_test=False).search([]))
-
-    def _cleanup_runs(self):
-        """Remove finished runs older than Keep Runs, at most Remove At Most, oldest first;
-        the last successful run of the flow stays whatever its age (it says where a
-        reload or an incident would restart from)."""
-        self.ensure_one()
-        if self.keep_days <= 0 or self.cleanup_limit <= 0:
-            return 0
-        Run = self.env["integration.sync.run"]
-        last_success = Run.search([("flow_id", "=", self.id), ("state", "=", "done")], order="id desc", limit=1)
-        old = Run.search(
-            [
-                ("flow_id", "=", self.id),
-                ("state", "in", ("done", "partial", "failed")),
-                ("create_date", "<", fields.Datetime.now() - timedelta(days=self.keep_days)),
-                ("id", "!=", last_success.id),
-            ],
-            order="id",
-            limit=self.cleanup_limit,
-        )
-        old.unlink()
-        return len(old)
-
-    def _sync(self):
-        """Plan and queue this flow's work (windows or batches); returns the runs queued."""
-        self.ensure_one()
-        self.last_run_at = fields.Datetime.now()
-        if self.direction == "import":
-            return self._plan_import()
-        return self._plan_export()
-
-    def _delay(self, record, description, eta=None, identity_key=None):
-        """``with_delay`` of a sync job of this flow (channel: the job function's, or the connector's)."""
-        return record.with_delay(
-            **self.connector_id._job_delay_params(),
-            description=description,
-            eta=eta,
-            identity_key=identity_key,
-            max_retries=max(self.connector_id.retry_max_attempts + 1, 10),
-        )
-
-    def _kick_queued_runs(self):
-        """Queue the flow's waiting runs, as many as it may run at once.
-
-        A run with a job is in flight, whether its job has started or not (a queued job
-        takes a worker as soon as the runner has one); a run without one waits: queued
-        by a Sync or a Retry, or held back by a pause (its job ended without working)."""
-        self.ensure_one()
-        Run = self.env["integration.sync.run"]
-        limit = self.parallel_windows if self.direction == "import" else self.parallel_batches
-        live = [("flow_id", "=", self.id), ("state", "in", ("queued", "running"))]
-        busy = Run.search_count(live + [("job_uuid", "!=", False)])
-        waiting = Run.search(live + [("job_uuid", "=", False)], order="id", limit=max(0, limit - busy))
-        for run in waiting:
-            run._enqueue()
-        return waiting
-
     # Hooks and helpers ---------------------------------------------------------------------
 
     def _hook(self, verb):
@@ -560,8 +404,7 @@ class IntegrationSyncFlow(models.Model):
         )
 
     def _window_params(self, start, end):
-        return {self.param_window_start: _iso(start), self.param_window_end: _iso(end)}
-
-
-def _iso(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            self.param_window_start: remote_value(start, "datetime"),
+            self.param_window_end: remote_value(end, "datetime"),
+        }
