@@ -23,6 +23,9 @@ import time
 import urllib.request
 from datetime import datetime, timedelta
 
+# Shared with the webhook benchmark (this script's folder is on sys.path when it runs).
+from bench_webhook import OdooServer, env_for, free_port
+
 import odoo
 from odoo.modules.registry import Registry
 
@@ -35,18 +38,6 @@ LIMIT_RECORDS = int(os.environ.get("BENCH_SYNC_LIMIT_RECORDS", "2500"))
 ORDERS = 40000  # over one day: 10,000 in 6 hours, 20,000 in 12, 40,000 in 24
 DAY = datetime(2026, 1, 1)
 PAGE = 50
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def env_for(cr):
-    return odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
 
 
 def start_sandbox(module, *args):
@@ -222,8 +213,6 @@ def export_flow(env, url, tag, batch_size, rate_limit, prefix):
 
 
 def export(conf, db, odoo_bin, records, batch_size, rate_limit, sandbox_args, tag):
-    from bench_webhook import OdooServer
-
     sandbox, url = start_sandbox("retail", *sandbox_args)
     prefix = f"X{tag}-"
     try:
@@ -341,5 +330,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["worker"]:
         worker_main(sys.argv[2:])
     else:
-        sys.path.insert(0, HERE)
         main(*sys.argv[1:4])
