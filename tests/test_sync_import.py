@@ -99,6 +99,12 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(len(partners), 250)
         self.assertEqual(sorted(partners.mapped("ref"))[:2], ["P0000001", "P0000002"])
         self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=6), "the cursor moved to the window's end")
+        other = self._flow(code="other")
+        flows = self.flow | other
+        flows.invalidate_recordset()
+        self.assertEqual(flows.mapped("last_state"), ["done", False], "the flow list shows each flow's last run")
+        self.assertEqual(flows.mapped("run_count"), [1, 0])
+        self.assertEqual(flows.mapped("binding_count"), [250, 250], "bindings are per connector and model")
 
     def test_a_short_page_is_the_last(self):
         self.flow.write({"window_minutes": 30, "total_header": False})

@@ -259,23 +259,24 @@ class IntegrationSyncFlow(models.Model):
     ]
 
     def _compute_run_figures(self):
-        counts = {}
-        if self.ids:
-            for flow, count in self.env["integration.sync.run"]._read_group(
-                [("flow_id", "in", self.ids)], ["flow_id"], ["__count"]
-            ):
-                counts[flow.id] = count
+        # Two queries for the whole list: counts and the newest run of each flow.
+        Run = self.env["integration.sync.run"]
+        groups = Run._read_group([("flow_id", "in", self.ids)], ["flow_id"], ["__count", "id:max"]) if self.ids else []
+        counts = {flow.id: count for flow, count, _last in groups}
+        states = {run.flow_id.id: run.state for run in Run.browse([last for _flow, _count, last in groups])}
         for flow in self:
             flow.run_count = counts.get(flow.id, 0)
-            last = self.env["integration.sync.run"].search([("flow_id", "=", flow.id)], limit=1, order="id desc")
-            flow.last_state = last.state or False
+            flow.last_state = states.get(flow.id, False)
 
     def _compute_binding_count(self):
-        Binding = self.env["integration.binding"]
+        groups = self.env["integration.binding"]._read_group(
+            [("connector_id", "in", self.connector_id.ids), ("res_model", "in", list(set(self.mapped("model_name"))))],
+            ["connector_id", "res_model"],
+            ["__count"],
+        )
+        counts = {(connector.id, model): count for connector, model, count in groups}
         for flow in self:
-            flow.binding_count = Binding.search_count(
-                [("connector_id", "=", flow.connector_id.id), ("res_model", "=", flow.model_name)]
-            )
+            flow.binding_count = counts.get((flow.connector_id.id, flow.model_name), 0)
 
     @api.constrains("code")
     def _check_code(self):
