@@ -56,3 +56,24 @@ class TestConnectorHealth(IntegrationHubCase):
         connector = self._create_connector()
         with self.assertRaisesRegex(ValidationError, "Warning From"):
             connector.write({"health_ok_threshold": 70.0, "health_warning_threshold": 80.0})
+
+    def test_the_health_check_stores_the_status_and_reports_each_change_once(self):
+        connector = self._create_connector(retry_max_attempts=1)
+        changes = []
+        original = type(connector)._health_changed
+
+        def spy(record, previous):
+            changes.append((previous, record.health_status))
+            return original(record, previous)
+
+        self.patch(type(connector), "_health_changed", spy)
+        self.server.respond_with(lambda request: Reply(500, {"error": "down"}))
+        for _i in range(3):
+            connector._request("GET", "/orders", raise_for_status=False)
+        connector.invalidate_recordset()
+        connector._refresh_health()
+        self.assertEqual(connector.health_status, "error")
+        self.assertIn("0% success over the last hour", connector.health_reason)
+        self.assertTrue(connector.health_checked_at)
+        connector._refresh_health()
+        self.assertEqual(changes, [("unknown", "error")], "an unchanged status is not a change")

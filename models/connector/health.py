@@ -7,9 +7,15 @@ STATUSES = [("unknown", "Unknown"), ("ok", "OK"), ("warning", "Warning"), ("erro
 
 
 class IntegrationConnector(models.Model):
-    """Health from traffic: a status and its reason in words, from the hourly metric buckets
-    (``calls_1h``, ``success_rate_1h``... of ``monitoring``), with thresholds per connector.
-    No counter is added to the call path."""
+    """Health: a status and its reason in words, from what the hub already records (the
+    hourly metric buckets, backlogs, jobs, runs, probes), with thresholds per connector.
+    No counter is added to the call path.
+
+    ``traffic_status`` is live (computed on read); ``health_status`` is the last figure the
+    health check cron stored, so lists, the dashboard and the metrics route can filter and
+    group on it. ``_refresh_health`` stores it; ``_health_changed`` is the hook that alerts
+    build on.
+    """
 
     _inherit = "integration.connector"
 
@@ -23,6 +29,17 @@ class IntegrationConnector(models.Model):
     )
     traffic_status = fields.Selection(STATUSES, string="Traffic Health", compute="_compute_traffic_status")
     traffic_reason = fields.Char(string="Traffic Health Reason", compute="_compute_traffic_status")
+    health_status = fields.Selection(
+        STATUSES,
+        string="Status",
+        default="unknown",
+        readonly=True,
+        copy=False,
+        index=True,
+        help="Stored by the health check (every minute) from traffic, probes and backlogs.",
+    )
+    health_reason = fields.Char(string="Status Reason", readonly=True, copy=False)
+    health_checked_at = fields.Datetime(string="Status Checked At", readonly=True, copy=False)
 
     @api.constrains("health_ok_threshold", "health_warning_threshold")
     def _check_health_thresholds(self):
@@ -49,3 +66,26 @@ class IntegrationConnector(models.Model):
                 connector.health_ok_threshold,
                 connector.health_warning_threshold,
             )
+
+    def _health_now(self):
+        """``(status, reason)`` of one connector from its figures now."""
+        self.ensure_one()
+        return self.traffic_status, self.traffic_reason
+
+    def _refresh_health(self):
+        """Compute and store each connector's status; call ``_health_changed`` where it moved."""
+        now = fields.Datetime.now()
+        for connector in self:
+            previous = connector.health_status
+            status, reason = connector._health_now()
+            connector.sudo().write({"health_status": status, "health_reason": reason, "health_checked_at": now})
+            if status != previous:
+                connector._health_changed(previous)
+
+    def _health_changed(self, previous):
+        """Hook: the stored status of this connector moved from ``previous`` to ``health_status``."""
+
+    @api.model
+    def _cron_check_health(self):
+        """Cron: refresh the status of every active connector."""
+        self.search([])._refresh_health()
