@@ -1,5 +1,6 @@
 """Health from traffic: the guide's thresholds at their edges, unknown without requests."""
 
+from odoo import fields
 from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 from odoo.tests.common import BaseCase
@@ -77,3 +78,19 @@ class TestConnectorHealth(IntegrationHubCase):
         self.assertTrue(connector.health_checked_at)
         connector._refresh_health()
         self.assertEqual(changes, [("unknown", "error")], "an unchanged status is not a change")
+
+    def test_failed_and_stuck_jobs_are_counted_per_connector_whatever_the_jobs_target(self):
+        connector = self._create_connector()
+        other = self._create_connector(code="other-api")
+        Job = self.env["queue.job"]
+        failed = Job.search([("uuid", "=", connector._enqueue_call("GET", "/orders").uuid)])
+        failed.write({"state": "failed"})
+        stuck = Job.search([("uuid", "=", connector._enqueue_call("GET", "/orders").uuid)])
+        stuck.write({"state": "started", "date_started": "2020-01-01 00:00:00"})
+        fresh = Job.search([("uuid", "=", other._enqueue_call("GET", "/orders").uuid)])
+        fresh.write({"state": "started", "date_started": fields.Datetime.now()})
+        figures = Job._integration_job_figures(stuck_minutes=30)
+        self.assertEqual(figures[connector.id]["failed"], 1)
+        self.assertEqual(figures[connector.id]["stuck"], 1)
+        self.assertEqual(str(figures[connector.id]["oldest_stuck_at"]), "2020-01-01 00:00:00")
+        self.assertEqual((figures[other.id]["failed"], figures[other.id]["stuck"]), (0, 0), "started a moment ago")
