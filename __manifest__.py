@@ -2,7 +2,7 @@
     "name": "Integration Hub",
     "summary": "Connectors to external APIs with encrypted credentials, signed webhooks, "
     "background syncs, error log and health monitoring",
-    "version": "18.0.1.1.0",
+    "version": "18.0.1.2.0",
     "category": "Integrations",
     "license": "LGPL-3",
     "author": "integration_hub developers",
@@ -18,6 +18,7 @@
         "views/integration_error_views.xml",
         "views/integration_call_log_views.xml",
         "views/integration_connector_metric_views.xml",
+        "views/integration_connector_probe_views.xml",
         "views/integration_webhook_event_views.xml",
         "views/integration_binding_views.xml",
         "views/integration_sync_flow_views.xml",

@@ -1,25 +1,28 @@
-"""A connector's health from its traffic, as the product's integration guide defines it.
+"""A connector's health from what the hub records, as the product's integration guide defines it.
 
-- *unknown* without any request in the last 24 hours (a connector nobody calls is not
-  healthy, and nothing says it is failing either);
-- otherwise the success rate decides, over the last hour when it had requests, else over
+- *unknown* without any request or probe in the last 24 hours (a connector nobody calls and
+  nobody probes is not healthy, and nothing says it is failing either);
+- otherwise success rates decide, each over the last hour when it had requests, else over
   24 hours: *ok* at the OK threshold or above (95 % by default), *warning* at the warning
-  threshold or above (80 %), *error* below.
+  threshold or above (80 %), *error* below. Traffic and active probes are rated apart;
+- an open circuit is an error, jobs stuck in the queue a warning;
+- the worst part decides; the reason says which, in words.
 
-No ORM here: the figures come from the hourly metric buckets the call path already fills.
+No ORM here: the figures come from the hourly metric buckets, the probe history, the
+breaker state and the job queue, read by the connector's ``health`` chapter.
 """
 
-WINDOWS = (("1h", "the last hour"), ("24h", "the last 24 hours"))
+RANK = {"unknown": 0, "ok": 1, "warning": 2, "error": 3}
 
 
-def traffic_status(calls_1h, rate_1h, calls_24h, rate_24h, ok_threshold=95.0, warning_threshold=80.0):
-    """``(status, reason)``: status in unknown / ok / warning / error, the reason in words."""
-    if not calls_24h:
-        return "unknown", "unknown: no request in the last 24 hours"
-    if calls_1h:
-        calls, rate, window = calls_1h, rate_1h, "the last hour"
+def rate_status(what, count_1h, rate_1h, count_24h, rate_24h, ok_threshold=95.0, warning_threshold=80.0):
+    """``(status, reason)`` of a success rate: ``what`` names the counted things (requests, probes)."""
+    if not count_24h:
+        return "unknown", f"unknown: no {what.rstrip('s')} in the last 24 hours"
+    if count_1h:
+        count, rate, window = count_1h, rate_1h, "the last hour"
     else:
-        calls, rate, window = calls_24h, rate_24h, "the last 24 hours"
+        count, rate, window = count_24h, rate_24h, "the last 24 hours"
     if rate >= ok_threshold:
         status, threshold = "ok", ok_threshold
     elif rate >= warning_threshold:
@@ -27,12 +30,52 @@ def traffic_status(calls_1h, rate_1h, calls_24h, rate_24h, ok_threshold=95.0, wa
     else:
         status, threshold = "error", warning_threshold
     comparison = "at or above" if status == "ok" else "below"
+    noun = what if count != 1 else what.rstrip("s")
+    subject = "success" if what == "requests" else f"success of {what}"
     return status, (
-        f"{status}: {_percent(rate)} success over {window} ({calls} request{'s' if calls != 1 else ''}; "
-        f"{comparison} the {_percent(threshold)} threshold)"
+        f"{status}: {percent(rate)} {subject} over {window} ({count} {noun}; "
+        f"{comparison} the {percent(threshold)} threshold)"
     )
 
 
-def _percent(value):
+def traffic_status(calls_1h, rate_1h, calls_24h, rate_24h, ok_threshold=95.0, warning_threshold=80.0):
+    """``(status, reason)`` of the traffic: status in unknown / ok / warning / error."""
+    return rate_status("requests", calls_1h, rate_1h, calls_24h, rate_24h, ok_threshold, warning_threshold)
+
+
+def probe_status(probes_1h, rate_1h, probes_24h, rate_24h, ok_threshold=95.0, warning_threshold=80.0):
+    """``(status, reason)`` of the active health probes."""
+    return rate_status("health probes", probes_1h, rate_1h, probes_24h, rate_24h, ok_threshold, warning_threshold)
+
+
+def combine(parts):
+    """The connector's ``(status, reason)`` from ``(status, reason)`` parts: the worst decides.
+
+    Unknown parts count only when every part is unknown (no traffic and no probe). Where
+    several parts share the worst status, their reasons are joined.
+    """
+    known = [part for part in parts if part[0] != "unknown"]
+    if not known:
+        unknown = [reason for status, reason in parts if status == "unknown"]
+        return "unknown", "; ".join(unknown) if unknown else "unknown: nothing recorded"
+    worst = max(RANK[status] for status, _reason in known)
+    status = next(status for status, rank in RANK.items() if rank == worst)
+    return status, "; ".join(reason for part_status, reason in known if part_status == status)
+
+
+def availability(hours):
+    """Availability in % over observed hours, or None when no hour was observed.
+
+    ``hours`` holds one down fraction (0..1) per observed hour: the share of failed probes
+    of that hour when it had probes, else the share of its calls the remote failed (5xx,
+    timeouts, refused connections). Hours nobody observed do not count either way.
+    """
+    fractions = [fraction for fraction in hours if fraction is not None]
+    if not fractions:
+        return None
+    return 100.0 * (1.0 - sum(fractions) / len(fractions))
+
+
+def percent(value):
     text = f"{value:.1f}".rstrip("0").rstrip(".")
     return f"{text}%"

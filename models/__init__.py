@@ -2,6 +2,7 @@ from . import integration_secret_mixin
 from . import integration_related_mixin
 from . import integration_connector_state
 from . import integration_connector_metric
+from . import integration_connector_probe
 from . import connector
 from . import integration_oauth_token
 from . import integration_error

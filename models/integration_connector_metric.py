@@ -5,7 +5,7 @@ import queue
 import threading
 import time
 
-from odoo import fields, models
+from odoo import api, fields, models
 
 from .integration_connector_state import note_breaker_view, state_cursor
 
@@ -14,6 +14,16 @@ _logger = logging.getLogger(__name__)
 # Upper bounds (ms) of the latency histogram buckets; the last one is open-ended.
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 OUTCOMES = ("ok", "client_error", "retryable_error", "connection_error", "refused")
+# Outcomes that say the remote failed (4xx answers are the caller's problem, refusals local).
+FAILURE_OUTCOMES = ("client_error", "retryable_error", "connection_error")
+# Latency targets differ for reads and writes (the retail portal's guide: 5 s for GET, 30 s
+# for POST/PUT), so each hour keeps one row per method class.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+METHOD_CLASSES = [("read", "Read"), ("write", "Write")]
+
+
+def method_class(method):
+    return "read" if (method or "GET").upper() in READ_METHODS else "write"
 
 
 def bucket_index(latency_ms):
@@ -46,7 +56,7 @@ _writer = {"pid": None}
 _writer_lock = threading.Lock()
 
 
-def count_call_later(dbname, connector_id, outcome, latency_ms):
+def count_call_later(dbname, connector_id, outcome, latency_ms, klass="read"):
     """Count a call in the background (its UPSERT also refreshes the breaker view)."""
     if _writer["pid"] != os.getpid():
         with _writer_lock:
@@ -54,14 +64,14 @@ def count_call_later(dbname, connector_id, outcome, latency_ms):
                 threading.Thread(target=_write_forever, name="integration_hub metrics", daemon=True).start()
                 _writer["pid"] = os.getpid()
     try:
-        _queue.put_nowait((dbname, connector_id, outcome, latency_ms))
+        _queue.put_nowait((dbname, connector_id, outcome, latency_ms, klass))
     except queue.Full:  # the writer is behind: count in the caller, slower but exact
-        _count_now(dbname, connector_id, outcome, latency_ms)
+        _count_now(dbname, connector_id, outcome, latency_ms, klass)
 
 
-def _count_now(dbname, connector_id, outcome, latency_ms):
+def _count_now(dbname, connector_id, outcome, latency_ms, klass="read"):
     with state_cursor(dbname) as cr:
-        view = IntegrationConnectorMetric._add(cr, connector_id, outcome, latency_ms, read_state=True)
+        view = IntegrationConnectorMetric._add(cr, connector_id, outcome, latency_ms, read_state=True, klass=klass)
     note_breaker_view(dbname, connector_id, view)
 
 
@@ -87,10 +97,12 @@ atexit.register(flush_counts)
 
 
 class IntegrationConnectorMetric(models.Model):
-    """Calls per connector and hour: counts by outcome, latency sum/max and histogram.
+    """Calls per connector, hour and method class: counts by outcome, latency sum/max and
+    histogram, and when the last success and the last failure happened.
 
-    One row per connector and hour, incremented by one UPSERT per call on the shared-state
-    connection (so failed jobs still count). No foreign key, like the runtime state.
+    One row per connector, hour and class (read / write), incremented by one UPSERT per call
+    on the shared-state connection (so failed jobs still count). No foreign key, like the
+    runtime state. Health, SLA figures, the dashboard and the metrics route read these rows.
     """
 
     _name = "integration.connector.metric"
@@ -102,6 +114,7 @@ class IntegrationConnectorMetric(models.Model):
 
     connector_id = fields.Many2one("integration.connector", readonly=True)
     hour = fields.Datetime(readonly=True)
+    method_class = fields.Selection(METHOD_CLASSES, readonly=True)
     calls = fields.Integer(readonly=True, aggregator="sum")
     ok = fields.Integer(string="Succeeded", readonly=True, aggregator="sum")
     client_error = fields.Integer(string="Client Errors (4xx)", readonly=True, aggregator="sum")
@@ -115,6 +128,8 @@ class IntegrationConnectorMetric(models.Model):
     )
     latency_sum_ms = fields.Float(readonly=True, aggregator="sum")
     latency_max_ms = fields.Float(readonly=True, aggregator="max")
+    last_ok_at = fields.Datetime(string="Last Success", readonly=True, aggregator="max")
+    last_failure_at = fields.Datetime(string="Last Failure", readonly=True, aggregator="max")
 
     def init(self):
         self.env.cr.execute(
@@ -131,32 +146,46 @@ class IntegrationConnectorMetric(models.Model):
                 refused integer NOT NULL DEFAULT 0,
                 latency_sum_ms double precision NOT NULL DEFAULT 0,
                 latency_max_ms double precision NOT NULL DEFAULT 0,
-                histogram integer[] NOT NULL DEFAULT array_fill(0, ARRAY[%s]),
-                UNIQUE (connector_id, hour)
-            )
+                histogram integer[] NOT NULL DEFAULT array_fill(0, ARRAY[%s])
+            );
+            -- Added by 18.0.1.2.0 (tables of earlier versions get them here, idempotently).
+            ALTER TABLE integration_connector_metric
+                ADD COLUMN IF NOT EXISTS method_class varchar NOT NULL DEFAULT 'read',
+                ADD COLUMN IF NOT EXISTS last_ok_at timestamp,
+                ADD COLUMN IF NOT EXISTS last_failure_at timestamp;
+            ALTER TABLE integration_connector_metric
+                DROP CONSTRAINT IF EXISTS integration_connector_metric_connector_id_hour_key;
+            CREATE UNIQUE INDEX IF NOT EXISTS integration_connector_metric_key
+                ON integration_connector_metric (connector_id, hour, method_class);
+            CREATE INDEX IF NOT EXISTS integration_connector_metric_hour ON integration_connector_metric (hour);
             """,
             [len(LATENCY_BUCKETS_MS) + 1],
         )
 
     @staticmethod
-    def _add(cr, connector_id, outcome, latency_ms, read_state=False):
-        """Count one call (one statement; ``outcome`` in OUTCOMES).
+    def _add(cr, connector_id, outcome, latency_ms, read_state=False, klass="read"):
+        """Count one call (one statement; ``outcome`` in OUTCOMES, ``klass`` read or write).
 
         With ``read_state``, the same round trip also returns the connector's breaker view
         (circuit state, consecutive failures, blocked by a Retry-After now).
         """
         if outcome not in OUTCOMES:
             raise ValueError(outcome)
+        if klass not in ("read", "write"):
+            raise ValueError(klass)
+        stamp = "last_ok_at" if outcome == "ok" else "last_failure_at" if outcome in FAILURE_OUTCOMES else None
         index = bucket_index(latency_ms)
         first = [0] * (len(LATENCY_BUCKETS_MS) + 1)
         first[index - 1] = 1
         cr.execute(
             f"""
             INSERT INTO integration_connector_metric AS m
-                   (connector_id, hour, calls, {outcome}, latency_sum_ms, latency_max_ms, histogram)
-            VALUES (%(id)s, date_trunc('hour', now() AT TIME ZONE 'UTC'), 1, 1, %(ms)s, %(ms)s, %(first)s::integer[])
-            ON CONFLICT (connector_id, hour) DO UPDATE SET
-                calls = m.calls + 1,
+                   (connector_id, hour, method_class, calls, {outcome}, latency_sum_ms, latency_max_ms, histogram
+                    {", " + stamp if stamp else ""})
+            VALUES (%(id)s, date_trunc('hour', now() AT TIME ZONE 'UTC'), %(klass)s, 1, 1, %(ms)s, %(ms)s,
+                    %(first)s::integer[] {", now() AT TIME ZONE 'UTC'" if stamp else ""})
+            ON CONFLICT (connector_id, hour, method_class) DO UPDATE SET
+                calls = m.calls + 1,{f" {stamp} = EXCLUDED.{stamp}," if stamp else ""}
                 {outcome} = m.{outcome} + 1,
                 latency_sum_ms = m.latency_sum_ms + EXCLUDED.latency_sum_ms,
                 latency_max_ms = GREATEST(m.latency_max_ms, EXCLUDED.latency_max_ms),
@@ -169,6 +198,19 @@ class IntegrationConnectorMetric(models.Model):
                 if read_state
                 else ""
             ),
-            {"id": connector_id, "ms": latency_ms, "first": first, "index": index},
+            {"id": connector_id, "ms": latency_ms, "first": first, "index": index, "klass": klass},
         )
         return cr.fetchone() if read_state else None
+
+    @api.model
+    def _cron_purge(self):
+        """Cron: remove hourly rows older than ``integration_hub.metric_retention_days``
+        (system parameter, 90 days by default: the SLA looks 30 days back)."""
+        days = int(self.env["ir.config_parameter"].sudo().get_param("integration_hub.metric_retention_days", 90))
+        with state_cursor(self.env.cr.dbname) as cr:
+            cr.execute(
+                """DELETE FROM integration_connector_metric
+                    WHERE hour < (now() AT TIME ZONE 'UTC') - make_interval(days => %s)""",
+                [max(days, 31)],
+            )
+            return cr.rowcount

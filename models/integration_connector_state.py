@@ -160,10 +160,12 @@ class IntegrationConnectorState(models.Model):
             "circuit_probe_at": circuit.probe_at,
         }
 
-    def _admit(self, cr, connector, max_wait):
+    def _admit(self, cr, connector, max_wait, ignore_circuit=False):
         """Take a slot for one call: (circuit admission, rate reservation, state before).
 
-        Refusals are returned, not raised: the caller decides how to report them.
+        Refusals are returned, not raised: the caller decides how to report them. With
+        ``ignore_circuit`` (health probes), the breaker neither refuses nor moves: the call
+        only takes its rate slot.
         """
         if not connector._rate_per_second():
             seen = _quiet_views.get((cr.connection.info.dbname, connector.id))
@@ -179,7 +181,7 @@ class IntegrationConnectorState(models.Model):
             circuit = self._circuit_of(state)
             admission = (
                 circuit_machine.admit(circuit, now, connector.circuit_reset_timeout)
-                if connector.circuit_threshold
+                if connector.circuit_threshold and not ignore_circuit
                 else circuit_machine.Admission(True, circuit)
             )
             if not admission.allowed:

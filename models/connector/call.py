@@ -26,7 +26,7 @@ from ...core.exceptions import (
 from ...core.redact import QueryStringRedactingFilter, redact_url
 from ...core.transport import GuardedAdapter
 from ...core.urlsafety import address_problem, check_url
-from ..integration_connector_metric import IntegrationConnectorMetric
+from ..integration_connector_metric import IntegrationConnectorMetric, method_class
 from ..integration_connector_state import state_cursor
 
 _logger = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class IntegrationConnector(models.Model):
         operation=None,
         related=None,
         log_errors=True,
+        health_probe=False,
     ):
         """Call the API; the one path every outbound call of this addon takes.
 
@@ -123,6 +124,9 @@ class IntegrationConnector(models.Model):
         :param operation: what is being done, for the error log (default "METHOD path")
         :param related: the Odoo record the call is about, linked from the error log
         :param log_errors: False for diagnostics (Test Connection) that report themselves
+        :param health_probe: an active health probe (see ``integration.connector.probe``):
+            it takes a rate slot without waiting, ignores and never moves the breaker, and
+            is kept out of the call metrics (the probe history records it)
         :return: the ``requests.Response``
         :raises IntegrationError: typed, with secrets redacted from its message; inside a
             queue job, a retryable failure becomes ``RetryableJobError(seconds=...)``
@@ -150,12 +154,12 @@ class IntegrationConnector(models.Model):
                 _logger.warning(
                     "Connector %s: calling %s without TLS certificate verification", self.code, redact_url(url)
                 )
-            response = self._send_authenticated(method, url, kwargs)
+            response = self._send_authenticated(method, url, kwargs, health_probe)
             if response.status_code == 401 and _replayable(data, files) and self._auth_invalidate(response):
                 # A cached token or assertion may have been revoked or expired early: one
                 # fresh credential, one retry.
                 _logger.info("Connector %s: 401 with cached credentials, retrying once with fresh ones", self.code)
-                response = self._send_authenticated(method, url, kwargs)
+                response = self._send_authenticated(method, url, kwargs, health_probe)
             if raise_for_status and (response.status_code >= 400 or _is_redirect(response)):
                 raise self._http_error(method, url, response)
             return response
@@ -170,7 +174,7 @@ class IntegrationConnector(models.Model):
             return self.env[model].browse(record_id)
         return None
 
-    def _send_authenticated(self, method, url, kwargs):
+    def _send_authenticated(self, method, url, kwargs, health_probe=False):
         """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping."""
         dbname = self.env.cr.dbname
         State = self.env["integration.connector.state"]
@@ -181,11 +185,13 @@ class IntegrationConnector(models.Model):
         self._auth_apply(call_kwargs)
         with state_cursor(dbname) as cr:
             try:
-                admission, reservation, state = State._admit(cr, self, self.rate_limit_max_wait)
+                admission, reservation, state = State._admit(
+                    cr, self, 0.0 if health_probe else self.rate_limit_max_wait, ignore_circuit=health_probe
+                )
             except SharedStateBusyError as exc:
                 raise IntegrationRateLimitedError(str(exc), retry_in=1.0) from None
             if not admission.allowed:
-                IntegrationConnectorMetric._add(cr, self.id, "refused", 0)
+                IntegrationConnectorMetric._add(cr, self.id, "refused", 0, klass=method_class(method))
                 raise IntegrationCircuitOpenError(
                     self.env._(
                         "Connector %(code)s: circuit open after repeated failures; no call sent. "
@@ -196,7 +202,8 @@ class IntegrationConnector(models.Model):
                     retry_in=admission.retry_in,
                 )
             if reservation is not None and not reservation.granted:
-                IntegrationConnectorMetric._add(cr, self.id, "refused", 0)
+                if not health_probe:
+                    IntegrationConnectorMetric._add(cr, self.id, "refused", 0, klass=method_class(method))
                 raise IntegrationRateLimitedError(
                     self.env._(
                         "Connector %(code)s: rate limit reached; no call sent. Next slot in %(seconds).1f s.",
@@ -225,7 +232,15 @@ class IntegrationConnector(models.Model):
         breaker_was_quiet = state["circuit_state"] == "closed" and not state["circuit_failures"]
         try:
             self._account_call(
-                method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet, admission.is_probe
+                method,
+                url,
+                response,
+                error,
+                latency_ms,
+                call_kwargs,
+                breaker_was_quiet,
+                admission.is_probe,
+                health_probe=health_probe,
             )
         except (psycopg2.Error, SharedStateBusyError) as exc:
             # The exchange happened: losing its bookkeeping must not lose its result (a

@@ -1,20 +1,30 @@
+from datetime import timedelta
+
+from markupsafe import Markup, escape
+
 from odoo import api, fields, models
 from odoo.exceptions import ValidationError
 
-from ...core.health import traffic_status
+from ...core import health as health_rules
+from ..integration_connector_metric import LATENCY_BUCKETS_MS, flush_counts, percentile_from_histogram
+from ..integration_connector_state import state_cursor
+from .reliability import _epoch_to_datetime
 
 STATUSES = [("unknown", "Unknown"), ("ok", "OK"), ("warning", "Warning"), ("error", "Error")]
+SLA_WINDOWS = (("24h", 1), ("7d", 7), ("30d", 30))
 
 
 class IntegrationConnector(models.Model):
     """Health: a status and its reason in words, from what the hub already records (the
-    hourly metric buckets, backlogs, jobs, runs, probes), with thresholds per connector.
-    No counter is added to the call path.
+    hourly metric buckets, the probe history, the breaker, the job queue), with thresholds
+    per connector, and SLA figures against the connector's targets. No counter is added to
+    the call path.
 
-    ``traffic_status`` is live (computed on read); ``health_status`` is the last figure the
-    health check cron stored, so lists, the dashboard and the metrics route can filter and
-    group on it. ``_refresh_health`` stores it; ``_health_changed`` is the hook that alerts
-    build on.
+    ``health_status`` is stored by the health check cron (every minute) when it moves, so
+    lists, the dashboard and the metrics route can filter and group on it; the reason and
+    the figures are live. ``_health_inputs`` reads every figure of a set of connectors in a
+    handful of queries; ``_health_now`` rates one connector from them; ``_health_changed``
+    is the hook alerts build on.
     """
 
     _inherit = "integration.connector"
@@ -27,8 +37,11 @@ class IntegrationConnector(models.Model):
         default=80.0,
         help="Success rate at or above which the connector is in warning; below it, in error.",
     )
-    traffic_status = fields.Selection(STATUSES, string="Traffic Health", compute="_compute_traffic_status")
-    traffic_reason = fields.Char(string="Traffic Health Reason", compute="_compute_traffic_status")
+    stuck_job_minutes = fields.Integer(
+        string="Job Stuck After (min)",
+        default=30,
+        help="A job of this connector started or enqueued for longer than this is stuck: a warning.",
+    )
     health_status = fields.Selection(
         STATUSES,
         string="Status",
@@ -36,10 +49,36 @@ class IntegrationConnector(models.Model):
         readonly=True,
         copy=False,
         index=True,
-        help="Stored by the health check (every minute) from traffic, probes and backlogs.",
+        help="Stored by the health check (every minute) from traffic, probes, the breaker and the job queue.",
     )
-    health_reason = fields.Char(string="Status Reason", readonly=True, copy=False)
-    health_checked_at = fields.Datetime(string="Status Checked At", readonly=True, copy=False)
+    health_since = fields.Datetime(string="Status Since", readonly=True, copy=False)
+    health_reason = fields.Char(string="Status Reason", compute="_compute_health_figures")
+    traffic_status = fields.Selection(STATUSES, string="Traffic Health", compute="_compute_health_figures")
+    traffic_reason = fields.Char(string="Traffic Health Reason", compute="_compute_health_figures")
+    last_success_at = fields.Datetime(string="Last Success", compute="_compute_health_figures")
+    last_failure_at = fields.Datetime(
+        string="Last Error", compute="_compute_health_figures", help="Last failed call, 4xx answers included."
+    )
+    latency_p95_read_24h = fields.Integer(string="p95 Read (24 h, ms)", compute="_compute_health_figures")
+    latency_p95_write_24h = fields.Integer(string="p95 Write (24 h, ms)", compute="_compute_health_figures")
+    probe_success_rate_24h = fields.Float(
+        string="Probe Success (24 h, %)", compute="_compute_health_figures", digits=(5, 1)
+    )
+    job_failed_count = fields.Integer(string="Failed Jobs", compute="_compute_health_figures")
+    job_stuck_count = fields.Integer(string="Stuck Jobs", compute="_compute_health_figures")
+
+    # SLA
+    # SLA
+    sla_availability_target = fields.Float(
+        string="Availability Target (%)",
+        default=99.5,
+        digits=(5, 2),
+        help="The retail portal's guide: 99.5%, at most 3.6 h down a month.",
+    )
+    sla_p95_read_ms = fields.Integer(string="p95 Read Target (ms)", default=5000, help="GET under 5 s.")
+    sla_p95_write_ms = fields.Integer(string="p95 Write Target (ms)", default=30000, help="POST/PUT under 30 s.")
+    sla_summary = fields.Html(string="SLA", compute="_compute_sla", sanitize=False)
+    sla_availability_30d = fields.Float(string="Availability (30 d, %)", compute="_compute_sla", digits=(5, 2))
 
     @api.constrains("health_ok_threshold", "health_warning_threshold")
     def _check_health_thresholds(self):
@@ -56,36 +95,301 @@ class IntegrationConnector(models.Model):
                     )
                 )
 
-    def _compute_traffic_status(self):
+    def _compute_health_figures(self):
+        inputs = self._health_inputs()
         for connector in self:
-            connector.traffic_status, connector.traffic_reason = traffic_status(
-                connector.calls_1h,
-                connector.success_rate_1h,
-                connector.calls_24h,
-                connector.success_rate_24h,
-                connector.health_ok_threshold,
-                connector.health_warning_threshold,
-            )
+            figures = inputs[connector.id]
+            connector.traffic_status, connector.traffic_reason = connector._traffic_part(figures)
+            connector.health_reason = connector._health_now(figures)[1]
+            connector.last_success_at = figures["last_success_at"]
+            connector.last_failure_at = figures["last_failure_at"]
+            connector.latency_p95_read_24h = percentile_from_histogram(figures["histogram_read"], 0.95) or 0
+            connector.latency_p95_write_24h = percentile_from_histogram(figures["histogram_write"], 0.95) or 0
+            connector.probe_success_rate_24h = _rate(figures["probes_ok_24h"], figures["probes_24h"])
+            connector.job_failed_count = figures["failed_jobs"]
+            connector.job_stuck_count = figures["stuck_jobs"]
 
-    def _health_now(self):
-        """``(status, reason)`` of one connector from its figures now."""
+    def _health_inputs(self):
+        """Every figure health needs, per connector id, in five queries for the whole set."""
+        now = fields.Datetime.now()
+        hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(hours=24)
+        empty_histogram = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        inputs = {
+            connector.id: {
+                "calls_1h": 0,
+                "ok_1h": 0,
+                "calls_24h": 0,
+                "ok_24h": 0,
+                "histogram_read": list(empty_histogram),
+                "histogram_write": list(empty_histogram),
+                "last_success_at": None,
+                "last_failure_at": None,
+                "probes_1h": 0,
+                "probes_ok_1h": 0,
+                "probes_24h": 0,
+                "probes_ok_24h": 0,
+                "circuit_state": "closed",
+                "circuit_opened_at": None,
+                "circuit_last_error": None,
+                "failed_jobs": 0,
+                "stuck_jobs": 0,
+            }
+            for connector in self
+        }
+        ids = [connector_id for connector_id in inputs if isinstance(connector_id, int)]
+        if not ids:
+            return inputs
+        flush_counts(timeout=0.5)  # this process's latest calls included
+        with state_cursor(self.env.cr.dbname) as cr:
+            # Buckets since the start of the hour an hour ago, as the connector's metrics count them.
+            cr.execute(
+                """SELECT connector_id, method_class,
+                          SUM(calls) FILTER (WHERE hour >= date_trunc('hour', %(hour_ago)s::timestamp)),
+                          SUM(ok) FILTER (WHERE hour >= date_trunc('hour', %(hour_ago)s::timestamp)),
+                          SUM(calls), SUM(ok),
+                          (SELECT array_agg(total ORDER BY position) FROM (
+                              SELECT position, SUM(value) AS total
+                                FROM integration_connector_metric m2,
+                                     unnest(m2.histogram) WITH ORDINALITY AS h(value, position)
+                               WHERE m2.connector_id = m.connector_id AND m2.method_class = m.method_class
+                                 AND m2.hour >= date_trunc('hour', %(day_ago)s::timestamp)
+                            GROUP BY position) buckets)
+                     FROM integration_connector_metric m
+                    WHERE connector_id = ANY(%(ids)s) AND hour >= date_trunc('hour', %(day_ago)s::timestamp)
+                 GROUP BY connector_id, method_class""",
+                {"ids": ids, "hour_ago": hour_ago, "day_ago": day_ago},
+            )
+            for connector_id, klass, calls_1h, ok_1h, calls_24h, ok_24h, histogram in cr.fetchall():
+                figures = inputs[connector_id]
+                figures["calls_1h"] += calls_1h or 0
+                figures["ok_1h"] += ok_1h or 0
+                figures["calls_24h"] += calls_24h or 0
+                figures["ok_24h"] += ok_24h or 0
+                figures[f"histogram_{klass}"] = [int(value) for value in histogram or empty_histogram]
+            # The last success and failure ever recorded: one index scan back per connector.
+            cr.execute(
+                """SELECT c.id,
+                          (SELECT last_ok_at FROM integration_connector_metric
+                            WHERE connector_id = c.id AND last_ok_at IS NOT NULL ORDER BY hour DESC LIMIT 1),
+                          (SELECT last_failure_at FROM integration_connector_metric
+                            WHERE connector_id = c.id AND last_failure_at IS NOT NULL ORDER BY hour DESC LIMIT 1)
+                     FROM unnest(%s::integer[]) AS c(id)""",
+                [ids],
+            )
+            for connector_id, last_ok_at, last_failure_at in cr.fetchall():
+                inputs[connector_id]["last_success_at"] = last_ok_at
+                inputs[connector_id]["last_failure_at"] = last_failure_at
+            cr.execute(
+                """SELECT connector_id, circuit_state, circuit_opened_at, circuit_last_error
+                     FROM integration_connector_state WHERE connector_id = ANY(%s)""",
+                [ids],
+            )
+            for connector_id, circuit_state, opened_at, last_error in cr.fetchall():
+                inputs[connector_id].update(
+                    circuit_state=circuit_state,
+                    circuit_opened_at=_epoch_to_datetime(opened_at),
+                    circuit_last_error=last_error,
+                )
+        self.env["integration.connector.probe"].flush_model()
+        self.env.cr.execute(
+            """SELECT connector_id,
+                      COUNT(*) FILTER (WHERE checked_at >= %(hour_ago)s),
+                      COUNT(*) FILTER (WHERE checked_at >= %(hour_ago)s AND is_ok),
+                      COUNT(*), COUNT(*) FILTER (WHERE is_ok), MAX(checked_at) FILTER (WHERE is_ok)
+                 FROM integration_connector_probe
+                WHERE connector_id = ANY(%(ids)s) AND checked_at >= %(day_ago)s
+             GROUP BY connector_id""",
+            {"ids": ids, "hour_ago": hour_ago, "day_ago": day_ago},
+        )
+        for connector_id, probes_1h, ok_1h, probes_24h, ok_24h, last_ok_probe in self.env.cr.fetchall():
+            figures = inputs[connector_id]
+            figures.update(probes_1h=probes_1h, probes_ok_1h=ok_1h, probes_24h=probes_24h, probes_ok_24h=ok_24h)
+            if last_ok_probe and (not figures["last_success_at"] or last_ok_probe > figures["last_success_at"]):
+                figures["last_success_at"] = last_ok_probe
+        thresholds = {}
+        for connector in self:
+            thresholds.setdefault(max(connector.stuck_job_minutes, 1), []).append(connector.id)
+        for minutes, connector_ids in thresholds.items():
+            jobs = self.env["queue.job"].sudo()._integration_job_figures(stuck_minutes=minutes)
+            for connector_id in connector_ids:
+                if connector_id in jobs:
+                    inputs[connector_id]["failed_jobs"] = jobs[connector_id]["failed"]
+                    inputs[connector_id]["stuck_jobs"] = jobs[connector_id]["stuck"]
+        return inputs
+
+    def _traffic_part(self, figures):
+        return health_rules.traffic_status(
+            figures["calls_1h"],
+            _rate(figures["ok_1h"], figures["calls_1h"]),
+            figures["calls_24h"],
+            _rate(figures["ok_24h"], figures["calls_24h"]),
+            self.health_ok_threshold,
+            self.health_warning_threshold,
+        )
+
+    def _health_now(self, figures=None):
+        """``(status, reason)`` of one connector now: the worst of its traffic, its probes,
+        its breaker and its job queue (see ``core.health``)."""
         self.ensure_one()
-        return self.traffic_status, self.traffic_reason
+        figures = figures or self._health_inputs()[self.id]
+        parts = [
+            self._traffic_part(figures),
+            health_rules.probe_status(
+                figures["probes_1h"],
+                _rate(figures["probes_ok_1h"], figures["probes_1h"]),
+                figures["probes_24h"],
+                _rate(figures["probes_ok_24h"], figures["probes_24h"]),
+                self.health_ok_threshold,
+                self.health_warning_threshold,
+            ),
+        ]
+        if figures["circuit_state"] == "open":
+            since = figures["circuit_opened_at"]
+            parts.append(
+                (
+                    "error",
+                    self.env._(
+                        "error: circuit open since %(since)s UTC after repeated failures (%(error)s)",
+                        since=since.strftime("%Y-%m-%d %H:%M") if since else "?",
+                        error=(figures["circuit_last_error"] or "")[:160],
+                    ),
+                )
+            )
+        if figures["stuck_jobs"]:
+            parts.append(
+                (
+                    "warning",
+                    self.env._(
+                        "warning: %(count)s job(s) started or enqueued for over %(minutes)s min",
+                        count=figures["stuck_jobs"],
+                        minutes=self.stuck_job_minutes,
+                    ),
+                )
+            )
+        return health_rules.combine(parts)
 
     def _refresh_health(self):
-        """Compute and store each connector's status; call ``_health_changed`` where it moved."""
+        """Rate each connector now and store its status where it moved (then ``_health_changed``)."""
+        inputs = self._health_inputs()
         now = fields.Datetime.now()
         for connector in self:
             previous = connector.health_status
-            status, reason = connector._health_now()
-            connector.sudo().write({"health_status": status, "health_reason": reason, "health_checked_at": now})
+            status, _reason = connector._health_now(inputs[connector.id])
             if status != previous:
+                # Written only on a change: the cron does not touch every connector row each minute.
+                connector.sudo().write({"health_status": status, "health_since": now})
                 connector._health_changed(previous)
 
     def _health_changed(self, previous):
         """Hook: the stored status of this connector moved from ``previous`` to ``health_status``."""
 
+    def action_check_health(self):
+        """Button: rate the connector now (the cron does it every minute)."""
+        self._refresh_health()
+        return True
+
     @api.model
     def _cron_check_health(self):
         """Cron: refresh the status of every active connector."""
         self.search([])._refresh_health()
+
+    # SLA ----------------------------------------------------------------------------
+
+    def _compute_sla(self):
+        for connector in self:
+            figures = connector._sla_figures() if connector.id else {}
+            connector.sla_availability_30d = figures.get("availability_30d") or 0.0
+            connector.sla_summary = connector._sla_table(figures) if figures else False
+
+    def _sla_figures(self):
+        """Availability and p95 read / write latency over 24 h, 7 and 30 days.
+
+        Availability counts observed hours only (see ``core.health.availability``): an hour
+        with probes is rated by them, an hour with calls only by the calls the remote failed.
+        """
+        self.ensure_one()
+        now = fields.Datetime.now()
+        starts = {window: now - timedelta(days=days) for window, days in SLA_WINDOWS}
+        flush_counts(timeout=0.5)
+        self.env["integration.connector.probe"].flush_model()
+        self.env.cr.execute(
+            """SELECT date_trunc('hour', checked_at), COUNT(*), COUNT(*) FILTER (WHERE NOT is_up)
+                 FROM integration_connector_probe
+                WHERE connector_id = %s AND checked_at >= %s
+             GROUP BY 1""",
+            [self.id, starts["30d"]],
+        )
+        probe_hours = {hour: failed / count for hour, count, failed in self.env.cr.fetchall()}
+        with state_cursor(self.env.cr.dbname) as cr:
+            cr.execute(
+                """SELECT hour, SUM(calls - refused), SUM(retryable_error + connection_error)
+                     FROM integration_connector_metric
+                    WHERE connector_id = %s AND hour >= date_trunc('hour', %s::timestamp)
+                 GROUP BY hour""",
+                [self.id, starts["30d"]],
+            )
+            call_hours = {hour: (failed / calls if calls else None) for hour, calls, failed in cr.fetchall()}
+            cr.execute(
+                """SELECT method_class, position,
+                          SUM(value) FILTER (WHERE hour >= date_trunc('hour', %(d1)s::timestamp)),
+                          SUM(value) FILTER (WHERE hour >= date_trunc('hour', %(d7)s::timestamp)),
+                          SUM(value)
+                     FROM integration_connector_metric m,
+                          unnest(m.histogram) WITH ORDINALITY AS h(value, position)
+                    WHERE connector_id = %(id)s AND hour >= date_trunc('hour', %(d30)s::timestamp)
+                 GROUP BY method_class, position ORDER BY method_class, position""",
+                {"id": self.id, "d1": starts["24h"], "d7": starts["7d"], "d30": starts["30d"]},
+            )
+            histograms = {}
+            for klass, _position, day, week, month in cr.fetchall():
+                for window, value in (("24h", day), ("7d", week), ("30d", month)):
+                    histograms.setdefault((klass, window), []).append(int(value or 0))
+        figures = {}
+        for window, start in starts.items():
+            hours = {
+                hour: fraction for hour, fraction in call_hours.items() if hour >= start.replace(minute=0, second=0)
+            }
+            hours.update(
+                {hour: fraction for hour, fraction in probe_hours.items() if hour >= start.replace(minute=0, second=0)}
+            )
+            figures[f"availability_{window}"] = health_rules.availability(hours.values())
+            for klass in ("read", "write"):
+                figures[f"p95_{klass}_{window}"] = percentile_from_histogram(histograms.get((klass, window)), 0.95)
+        return figures
+
+    def _sla_table(self, figures):
+        """The SLA as a small table: target, then the actuals of each window, red where missed."""
+        rows = [
+            (
+                self.env._("Availability"),
+                f"{self.sla_availability_target:g}%",
+                "availability",
+                self.sla_availability_target,
+            ),
+            (self.env._("p95 read"), f"{self.sla_p95_read_ms} ms", "p95_read", self.sla_p95_read_ms),
+            (self.env._("p95 write"), f"{self.sla_p95_write_ms} ms", "p95_write", self.sla_p95_write_ms),
+        ]
+        head = Markup("").join(Markup("<th class='text-end'>%s</th>") % label for label in ("24 h", "7 d", "30 d"))
+        body = Markup()
+        for label, target_text, key, target in rows:
+            cells = Markup()
+            for window, _days in SLA_WINDOWS:
+                value = figures.get(f"{key}_{window}")
+                if value is None:
+                    cells += Markup("<td class='text-end text-muted'>—</td>")
+                    continue
+                met = value >= target if key == "availability" else value <= target
+                text = health_rules.percent(value) if key == "availability" else f"≤ {value:g} ms"
+                cells += Markup("<td class='text-end %s'>%s</td>") % (
+                    "text-success" if met else "text-danger fw-bold",
+                    text,
+                )
+            body += Markup("<tr><td>%s</td><td class='text-end'>%s</td>%s</tr>") % (label, target_text, cells)
+        return Markup(
+            "<table class='table table-sm o_integration_sla'><thead><tr><th/><th class='text-end'>%s</th>%s</tr>"
+            "</thead><tbody>%s</tbody></table>"
+        ) % (escape(self.env._("Target")), head, body)
+
+
+def _rate(part, whole):
+    return 100.0 * part / whole if whole else 0.0

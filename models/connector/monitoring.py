@@ -17,6 +17,7 @@ from ..integration_connector_metric import (
     IntegrationConnectorMetric,
     count_call_later,
     flush_counts,
+    method_class,
     percentile_from_histogram,
 )
 from ..integration_connector_state import state_cursor
@@ -65,11 +66,12 @@ class IntegrationConnector(models.Model):
         help="While set in the future, every call is recorded (redacted, truncated) in the call log.",
     )
 
-    @api.depends("health_state")
+    @api.depends("health_status")
     def _compute_color(self):
-        colors = {"ok": 10, "failing": 1}
+        # Kanban colours: green, orange, red (the status from traffic, probes and breaker).
+        colors = {"ok": 10, "warning": 2, "error": 1}
         for connector in self:
-            connector.color = colors.get(connector.health_state, 0)
+            connector.color = colors.get(connector.health_status, 0)
 
     def _compute_metrics(self):
         now = fields.Datetime.now()
@@ -221,9 +223,22 @@ class IntegrationConnector(models.Model):
         return {"ok": ok, "status_code": status_code, "latency_ms": latency_ms, "message": message}
 
     def _account_call(
-        self, method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet=False, is_probe=False
+        self,
+        method,
+        url,
+        response,
+        error,
+        latency_ms,
+        call_kwargs,
+        breaker_was_quiet=False,
+        is_probe=False,
+        health_probe=False,
     ):
-        """Metrics, breaker, Retry-After and debug log for one exchange."""
+        """Metrics, breaker, Retry-After and debug log for one exchange.
+
+        ``is_probe`` is the breaker's half-open trial call; ``health_probe`` an active health
+        probe, which touches neither the metrics nor the breaker (its history has it).
+        """
         retry_after = None
         if error is not None:
             outcome = "refused" if isinstance(error, IntegrationConfigError) else "connection_error"
@@ -243,12 +258,14 @@ class IntegrationConnector(models.Model):
             else:
                 outcome, success = "ok", True
             reason = f"HTTP {status}"
-        if success and retry_after is None and breaker_was_quiet:
+        if health_probe:
+            pass  # recorded in the probe history by the caller
+        elif success and retry_after is None and breaker_was_quiet:
             # The common case changes nothing shared but the counters: counted in the background.
-            count_call_later(self.env.cr.dbname, self.id, outcome, latency_ms)
+            count_call_later(self.env.cr.dbname, self.id, outcome, latency_ms, method_class(method))
         else:
             with state_cursor(self.env.cr.dbname) as cr:
-                IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms)
+                IntegrationConnectorMetric._add(cr, self.id, outcome, latency_ms, klass=method_class(method))
                 if success is not None:  # None: refused by URL safety, says nothing of the remote
                     self.env["integration.connector.state"]._report(
                         cr, self, success, error=None if success else reason, retry_after=retry_after, is_probe=is_probe
