@@ -56,8 +56,12 @@ def combine(parts):
     """
     known = [part for part in parts if part[0] != "unknown"]
     if not known:
-        unknown = [reason for status, reason in parts if status == "unknown"]
-        return "unknown", "; ".join(unknown) if unknown else "unknown: nothing recorded"
+        missing = [reason.removeprefix("unknown: ") for _status, reason in parts]
+        suffix = " in the last 24 hours"
+        if missing and all(text.endswith(suffix) for text in missing):
+            # "no request and no health probe in the last 24 hours"
+            missing = [" and ".join(text.removesuffix(suffix) for text in missing) + suffix]
+        return "unknown", "unknown: " + ("; ".join(missing) or "nothing recorded")
     worst = max(RANK[status] for status, _reason in known)
     status = next(status for status, rank in RANK.items() if rank == worst)
     return status, "; ".join(reason for part_status, reason in known if part_status == status)

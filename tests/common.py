@@ -1,5 +1,6 @@
 """Shared test set-up: a real HTTP(S) server on 127.0.0.1 and record factories."""
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -530,3 +531,52 @@ def run_job(env, job_uuid):
     job.set_done()
     job.store()
     return None
+
+
+# Screens saved for the README: ``INTEGRATION_HUB_SCREENSHOT_DIR=$PWD/static/description``.
+SCREENSHOT_DIR_VARIABLE = "INTEGRATION_HUB_SCREENSHOT_DIR"
+SCREEN_SIGNAL = "integration_hub: screen shown"
+
+
+def screenshot(case, url, selector, login, filename, check="", timeout=120):
+    """Open ``url`` in the test browser as ``login``, wait for ``selector`` and the fonts,
+    and return a PNG of the page (also written to ``$INTEGRATION_HUB_SCREENSHOT_DIR/filename``
+    when that variable is set).
+
+    ``check`` is JavaScript run once the selector is there; returning a string fails the
+    test with it. An error dialog or a server ERROR line fails it too.
+    """
+    shots = []
+    stop = common.ChromeBrowser.stop
+
+    def screenshot_then_stop(browser):
+        if browser._result.done() and browser._result.exception() is None:
+            shot = browser._websocket_request("Page.captureScreenshot", params={"format": "png"}, timeout=30)
+            shots.append(base64.b64decode(shot["data"]))
+        return stop(browser)
+
+    # Wait for the screen and its fonts, then signal: the browser is stopped (and shot) after it.
+    code = (
+        "(async () => {"
+        "  const until = (test) => new Promise((resolve) => {"
+        "    const poll = () => (test() ? resolve() : setTimeout(poll, 50)); poll(); });"
+        f"  await until(() => document.querySelector({json.dumps(selector)}));"
+        "  await document.fonts.ready;"
+        "  await new Promise((resolve) => setTimeout(resolve, 500));"
+        f"  const problem = (() => {{ {check} }})();"
+        "  if (document.querySelector('.o_error_dialog')) { console.error('an error dialog is shown'); }"
+        "  else if (problem) { console.error(problem); }"
+        f"  else {{ console.log({json.dumps(SCREEN_SIGNAL)}); }}"
+        "})();"
+    )
+    with errors_logged() as errors, patch.object(common.ChromeBrowser, "stop", screenshot_then_stop):
+        case.browser_js(
+            url, code, ready="odoo.isReady === true", login=login, timeout=timeout, success_signal=SCREEN_SIGNAL
+        )
+    case.assertFalse(errors, f"the server logged errors while {url} opened")
+    case.assertEqual(len(shots), 1, f"one screenshot of {url}")
+    directory = os.environ.get(SCREENSHOT_DIR_VARIABLE)
+    if directory:
+        with open(os.path.join(directory, filename), "wb") as fh:
+            fh.write(shots[0])
+    return shots[0]

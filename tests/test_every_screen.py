@@ -16,7 +16,6 @@ lines during the walk fail the test too. With ``INTEGRATION_HUB_SCREENSHOT_DIR``
 demo connector is saved there as ``connector_form.png`` (the README's screenshot).
 """
 
-import base64
 import json
 import logging
 import os
@@ -30,13 +29,11 @@ from odoo.tests import HttpCase, common, tagged
 from odoo.tools.safe_eval import safe_eval
 
 from ..const import MANAGER_GROUP, USER_GROUP
-from .common import IntegrationHubMixin, errors_logged
+from .common import IntegrationHubMixin, errors_logged, screenshot
 
-SCREENSHOT_DIR_VARIABLE = "INTEGRATION_HUB_SCREENSHOT_DIR"
 WALKER_MODULE = "@integration_hub/../tests/integration_hub_every_screen"
 WALKER_SIGNAL = "integration_hub: every screen opened"
 CLICKBOT_SIGNAL = "clickbot test succeeded"
-FORM_SIGNAL = "integration_hub: connector form shown"
 ROOT_MENU = "integration_hub.integration_hub_menu_root"
 DEMO_CONNECTOR = "integration_hub.integration_connector_demo_partner_erp"
 DEMO_ORDERS_FLOW = "integration_hub.integration_sync_flow_demo_wake_orders"
@@ -390,45 +387,20 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
 
     def test_connector_form_screenshot(self):
         """The demo connector's form as a manager sees it; saved for the README when asked."""
-        shots = []
-        stop = common.ChromeBrowser.stop
-
-        def screenshot_then_stop(browser):
-            if browser._result.done() and browser._result.exception() is None:
-                shot = browser._websocket_request("Page.captureScreenshot", params={"format": "png"}, timeout=30)
-                shots.append(base64.b64decode(shot["data"]))
-            return stop(browser)
-
         action = self.env.ref("integration_hub.integration_connector_action")
         expected_name = json.dumps(self.demo_connector.name)
         # Wait for the form and its fonts, then signal: the browser is stopped (and shot) after it.
-        code = (
-            "(async () => {"
-            "  const until = (test) => new Promise((resolve) => {"
-            "    const poll = () => (test() ? resolve() : setTimeout(poll, 50)); poll(); });"
-            "  await until(() => document.querySelector('.o_form_view .o_field_widget[name=name]'));"
-            "  await document.fonts.ready;"
-            "  await new Promise((resolve) => setTimeout(resolve, 500));"
-            "  const field = document.querySelector('.o_form_view .o_field_widget[name=name]');"
-            "  const name = (field.querySelector('input')?.value ?? field.innerText).trim();"
-            "  if (document.querySelector('.o_error_dialog')) { console.error('error dialog on the form'); }"
-            f"  else if (name !== {expected_name}) {{ console.error(`the form shows ${{name}}`); }}"
-            f"  else {{ console.log({json.dumps(FORM_SIGNAL)}); }}"
-            "})();"
+        check = (
+            "const field = document.querySelector('.o_form_view .o_field_widget[name=name]');"
+            "const name = (field.querySelector('input')?.value ?? field.innerText).trim();"
+            f"if (name !== {expected_name}) {{ return `the form shows ${{name}}`; }}"
         )
-        with errors_logged() as errors, patch.object(common.ChromeBrowser, "stop", screenshot_then_stop):
-            self.browser_js(
-                f"/odoo/action-{action.id}/{self.demo_connector.id}",
-                code,
-                ready="odoo.isReady === true",
-                login=self.manager.login,
-                timeout=120,
-                success_signal=FORM_SIGNAL,
-            )
-        self.assertFalse(errors, "the server logged errors while the form opened")
-        self.assertEqual(len(shots), 1, "one screenshot of the form")
-        self.assertTrue(shots[0].startswith(b"\x89PNG"), "a PNG image")
-        directory = os.environ.get(SCREENSHOT_DIR_VARIABLE)
-        if directory:
-            with open(os.path.join(directory, "connector_form.png"), "wb") as fh:
-                fh.write(shots[0])
+        shot = screenshot(
+            self,
+            f"/odoo/action-{action.id}/{self.demo_connector.id}",
+            ".o_form_view .o_field_widget[name=name]",
+            self.manager.login,
+            "connector_form.png",
+            check=check,
+        )
+        self.assertTrue(shot.startswith(b"\x89PNG"), "a PNG image")

@@ -41,7 +41,15 @@ class TestHealthRules(BaseCase):
     def test_the_worst_part_decides_and_unknown_only_when_nothing_is_known(self):
         self.assertEqual(combine([("ok", "a"), ("warning", "b"), ("error", "c"), ("error", "d")]), ("error", "c; d"))
         self.assertEqual(combine([("unknown", "no requests"), ("ok", "probes fine")]), ("ok", "probes fine"))
-        self.assertEqual(combine([("unknown", "u1"), ("unknown", "u2")]), ("unknown", "u1; u2"))
+        self.assertEqual(
+            combine(
+                [
+                    ("unknown", "unknown: no request in the last 24 hours"),
+                    ("unknown", "unknown: no health probe in the last 24 hours"),
+                ]
+            ),
+            ("unknown", "unknown: no request and no health probe in the last 24 hours"),
+        )
 
     def test_availability_counts_observed_hours_only(self):
         self.assertIsNone(availability([]))

@@ -11,3 +11,4 @@ from . import webhook
 from . import sync
 from . import health
 from . import probe
+from . import dashboard

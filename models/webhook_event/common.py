@@ -74,7 +74,7 @@ class IntegrationWebhookEvent(models.Model):
     )
     attempts = fields.Integer(readonly=True)
     last_error = fields.Text(readonly=True)
-    processed_at = fields.Datetime(readonly=True)
+    processed_at = fields.Datetime(readonly=True, index=True)  # the dashboard's drain rate
     result_note = fields.Text(string="Result", readonly=True)
     duplicate_count = fields.Integer(
         string="Duplicates",

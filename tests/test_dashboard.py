@@ -1,0 +1,149 @@
+"""The operator's Overview: card figures, card buttons, and a tour from a red card to a Retry."""
+
+import json
+import os
+from datetime import timedelta
+from unittest.mock import patch
+
+from odoo import fields
+from odoo.tests import HttpCase, tagged
+
+from .common import IntegrationHubCase, IntegrationHubMixin, Reply, screenshot
+
+
+class OverviewMixin:
+    def _failed_event(self, connector, event_id="evt-1", event_type="tour.order.created"):
+        Event = self.env["integration.webhook.event"]
+        body = json.dumps({"order": "TOUR-1"}).encode()
+        record_id, _created = Event._ingest(connector._webhook_receiver(connector.code), body, {}, event_id, event_type)
+        Event._job_dispatch_received()
+        event = Event.browse(record_id)
+        event.write({"state": "failed", "attempts": 5, "last_error": "IntegrationHTTPError: partner API was down"})
+        event.job_id.button_cancelled()
+        return event
+
+    def _flow(self, connector):
+        return self.env["integration.sync.flow"].create(
+            {
+                "name": "Orders",
+                "code": f"orders{len(self.env['integration.sync.flow'].search([]))}",
+                "connector_id": connector.id,
+                "direction": "import",
+                "model_id": self.env["ir.model"]._get("res.partner").id,
+                "remote_path": "/pedidos",
+                "id_json_path": "id",
+            }
+        )
+
+
+@tagged("post_install", "-at_install")
+class TestOverview(OverviewMixin, IntegrationHubCase):
+    def test_the_overview_is_the_integrations_menus_default(self):
+        root = self.env.ref("integration_hub.integration_hub_menu_root")
+        overview = self.env.ref("integration_hub.integration_connector_action_overview")
+        self.assertEqual(root.action, overview)
+        first = root.child_id.sorted("sequence")[0]
+        self.assertEqual((first.name, first.action), ("Overview", overview))
+
+    def test_the_webhook_backlog_shows_how_fast_it_drains_and_when_it_will_be_empty(self):
+        connector = self._create_connector(webhook_signature="none")
+        Event = self.env["integration.webhook.event"]
+        receiver = connector._webhook_receiver(connector.code)
+        ids = [Event._ingest(receiver, b"{}", {}, f"evt-{i}", "order.created")[0] for i in range(50)]
+        self.assertEqual((connector.webhook_queued_count, connector.webhook_empty_eta), (50, "not draining"))
+        Event.browse(ids[:20]).write({"state": "done", "processed_at": fields.Datetime.now() - timedelta(minutes=3)})
+        Event.browse(ids[20:25]).write({"state": "done", "processed_at": fields.Datetime.now() - timedelta(hours=1)})
+        connector.invalidate_recordset()
+        self.assertEqual(connector.webhook_drain_per_min, 2.0, "20 processed over the last 10 minutes")
+        self.assertEqual(connector.webhook_queued_count, 25)
+        self.assertEqual(connector.webhook_empty_eta, "in about 12 min", "25 waiting at 2 a minute")
+
+    def test_a_running_sync_shows_its_progress_and_the_last_sync_its_result(self):
+        connector = self._create_connector()
+        flow = self._flow(connector)
+        Run = self.env["integration.sync.run"]
+        Run.create({"flow_id": flow.id, "kind": "window", "state": "failed", "finished_at": fields.Datetime.now()})
+        Run.create({"flow_id": flow.id, "kind": "window", "state": "running", "remote_total": 200, "fetched_count": 50})
+        self.assertEqual(connector.sync_last_state, "failed")
+        self.assertEqual((connector.sync_running_count, connector.sync_running_progress), (1, 25.0))
+
+    def test_open_failed_leads_to_the_kind_that_failed_and_retry_failed_queues_them_all(self):
+        connector = self._create_connector(webhook_signature="none")
+        with self.assertRaisesRegex(Exception, "nothing failed to retry"):
+            connector.action_retry_failed()
+        event = self._failed_event(connector)
+        run = self.env["integration.sync.run"].create(
+            {"flow_id": self._flow(connector).id, "kind": "window", "state": "failed", "error": "HTTP 500"}
+        )
+        connector.invalidate_recordset()
+        action = connector.action_open_failed()
+        self.assertEqual(action["res_model"], "integration.webhook.event")
+        self.assertIn(event, self.env[action["res_model"]].search(action["domain"]))
+        result = connector.action_retry_failed()
+        self.assertEqual(result["params"]["message"], "Queued again: 1 event(s), 1 sync run(s), 0 job(s).")
+        self.assertEqual((event.state, run.state), ("queued", "queued"))
+
+    def test_sync_now_runs_the_active_flows(self):
+        connector = self._create_connector()
+        with self.assertRaisesRegex(Exception, "no active sync flow"):
+            connector.action_sync_now()
+        flow = self._flow(connector)
+        connector.action_sync_now()
+        self.assertTrue(self.env["integration.sync.run"].search([("flow_id", "=", flow.id)]), "a run was queued")
+
+
+@tagged("post_install", "-at_install")
+class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls._setup_env()
+
+    def test_a_failing_connectors_card_is_red_and_its_failed_event_is_retried_in_two_clicks(self):
+        connector = self._create_connector(
+            name="Failing Shop", webhook_signature="none", retry_max_attempts=1, circuit_threshold=0
+        )
+        self.server.respond_with(lambda request: Reply(503, {"error": "maintenance"}))
+        for _i in range(6):
+            connector._request("GET", "/orders", raise_for_status=False)
+        connector._refresh_health()
+        self.assertEqual(connector.health_status, "error")
+        event = self._failed_event(connector)
+        overview = self.env.ref("integration_hub.integration_connector_action_overview")
+        shot = screenshot(
+            self,
+            f"/odoo/action-{overview.id}",
+            ".o_integration_overview .o_kanban_record.o_kanban_color_1",
+            "admin",
+            "dashboard.png",
+        )
+        self.assertTrue(shot.startswith(b"\x89PNG"))
+
+        def import_order(connector, event):
+            return f"order {event._payload_json()['order']} imported"
+
+        # Retry queues a job; queue_job's no-delay switch runs it inline (tests start no runner).
+        with (
+            patch.object(type(connector), "_webhook_handle_generic_rest_tour_order_created", import_order, create=True),
+            patch.dict(os.environ, {"QUEUE_JOB__NO_DELAY": "1"}),
+        ):
+            self.start_tour("/odoo", "integration_hub_dashboard_tour", login="admin")
+        event.invalidate_recordset()
+        self.assertEqual((event.state, event.result_note), ("done", "order TOUR-1 imported"))
+
+    def test_the_health_tab_shows_the_sla_against_its_targets(self):
+        connector = self._create_connector(name="Measured API", sla_p95_read_ms=5000)
+        self.server.respond_with(lambda request: Reply(200, {"ok": True}))
+        for _i in range(5):
+            connector._request("GET", "/orders")
+        connector._probe()
+        connector._refresh_health()
+        shot = screenshot(
+            self,
+            f"/odoo/action-integration_hub.integration_connector_action/{connector.id}",
+            ".o_form_view .o_integration_sla",
+            "admin",
+            "connector_health.png",
+            check="if (!document.querySelector('.o_integration_sla .text-success')) { return 'no target met'; }",
+        )
+        self.assertTrue(shot.startswith(b"\x89PNG"))
