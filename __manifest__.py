@@ -13,6 +13,8 @@
         "security/ir.model.access.csv",
         "data/queue_job_data.xml",
         "data/ir_cron_data.xml",
+        "data/mail_activity_type_data.xml",
+        "data/mail_template_data.xml",
         "views/integration_connector_views.xml",
         "views/integration_oauth_token_views.xml",
         "views/integration_error_views.xml",
@@ -26,11 +28,14 @@
         "views/integration_dashboard_views.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
         "wizards/integration_sync_cursor_wizard_views.xml",
+        "views/integration_alert_views.xml",
+        "views/integration_connector_alert_views.xml",
         "views/menus.xml",
     ],
     "demo": [
         "demo/integration_connector_demo.xml",
         "demo/integration_sync_flow_demo.xml",
+        "demo/integration_alert_demo.xml",
     ],
     "assets": {
         "web.assets_tests": [

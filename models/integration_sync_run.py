@@ -96,7 +96,8 @@ class IntegrationSyncRun(models.Model):
         "acknowledged out of the batch (messages), or the batch once settled.",
     )
     started_at = fields.Datetime()
-    finished_at = fields.Datetime()
+    # Indexed: the health check reads the runs finished since its previous pass (alerts).
+    finished_at = fields.Datetime(index=True)
     duration = fields.Float(string="Duration (s)", compute="_compute_duration", store=True, aggregator="avg")
     error = fields.Text()
     job_uuid = fields.Char(string="Job", index=True, copy=False)

@@ -24,3 +24,4 @@ from . import test_sync_import
 from . import test_sync_pause
 from . import test_health
 from . import test_dashboard
+from . import test_alert

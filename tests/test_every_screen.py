@@ -18,14 +18,12 @@ demo connector is saved there as ``connector_form.png`` (the README's screenshot
 
 import json
 import logging
-import os
 from datetime import datetime, timedelta
-from unittest.mock import patch
 
 from lxml import etree
 
 from odoo import Command
-from odoo.tests import HttpCase, common, tagged
+from odoo.tests import HttpCase, tagged
 from odoo.tools.safe_eval import safe_eval
 
 from ..const import MANAGER_GROUP, USER_GROUP

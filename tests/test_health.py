@@ -243,7 +243,7 @@ class TestHealthFigures(IntegrationHubCase):
         self._bucket(connector, 0, klass="write", calls=1, ok=1, histogram=[0] * 7 + [1] + [0] * 4)
         # Probes two days ago: all down for that hour.
         Probe = self.env["integration.connector.probe"]
-        two_days_ago = fields.Datetime.now() - timedelta(days=2)
+        two_days_ago = (fields.Datetime.now() - timedelta(days=2)).replace(minute=10)  # both in one hour
         for minutes in (0, 5):
             Probe.create(
                 {"connector_id": connector.id, "checked_at": two_days_ago + timedelta(minutes=minutes), "is_up": False}

@@ -12,3 +12,4 @@ from . import sync
 from . import health
 from . import probe
 from . import dashboard
+from . import alerting

@@ -29,6 +29,10 @@ class IntegrationConnector(models.Model):
 
     _inherit = "integration.connector"
 
+    _sql_constraints = [
+        ("stuck_job_minutes_positive", "CHECK(stuck_job_minutes >= 1)", "A job is stuck after a minute at least."),
+    ]
+
     health_ok_threshold = fields.Float(
         string="OK From (%)", default=95.0, help="Success rate at or above which the connector is OK."
     )
@@ -40,7 +44,7 @@ class IntegrationConnector(models.Model):
     stuck_job_minutes = fields.Integer(
         string="Job Stuck After (min)",
         default=30,
-        help="A job of this connector started or enqueued for longer than this is stuck: a warning.",
+        help="A job of this connector started or enqueued for longer than this is stuck: a warning, and an alert.",
     )
     health_status = fields.Selection(
         STATUSES,
