@@ -17,3 +17,4 @@ from . import webhook_event
 from . import integration_webhook_duplicate
 from . import ir_http
 from . import queue_job
+from . import res_config_settings
