@@ -26,6 +26,7 @@
         "views/integration_sync_flow_views.xml",
         "views/integration_oauth2_templates.xml",
         "views/integration_dashboard_views.xml",
+        "views/res_config_settings_views.xml",
         "wizards/integration_webhook_retry_wizard_views.xml",
         "wizards/integration_sync_cursor_wizard_views.xml",
         "views/integration_alert_views.xml",

@@ -38,3 +38,8 @@ KEYS_CONFIG_OPTION = "integration_hub_encryption_keys"
 
 # The identity key of the webhook dispatcher job (one waits at a time).
 DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
+
+# Prometheus metrics: GET METRICS_ROUTE with "Authorization: Bearer <token>"; the SHA-256 of
+# the token (hex) is kept in this system parameter (none: the route answers 404).
+METRICS_ROUTE = "/integration/metrics"
+METRICS_TOKEN_PARAM = "integration_hub.metrics_token_sha256"

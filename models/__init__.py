@@ -19,3 +19,4 @@ from . import integration_webhook_duplicate
 from . import ir_http
 from . import queue_job
 from . import integration_alert
+from . import res_config_settings

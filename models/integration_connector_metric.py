@@ -161,6 +161,12 @@ class IntegrationConnectorMetric(models.Model):
             """,
             [len(LATENCY_BUCKETS_MS) + 1],
         )
+        # The metrics route reads the latest hours of every connector at once (and folds the
+        # hours that closed since its last scrape): a range on the hour alone. One entry per
+        # connector and hour, written by the hour's first call only.
+        self.env.cr.execute(
+            "CREATE INDEX IF NOT EXISTS integration_connector_metric_hour_index ON integration_connector_metric (hour)"
+        )
 
     @staticmethod
     def _add(cr, connector_id, outcome, latency_ms, read_state=False, klass="read"):

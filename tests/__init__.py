@@ -25,3 +25,4 @@ from . import test_sync_pause
 from . import test_health
 from . import test_dashboard
 from . import test_alert
+from . import test_metrics

@@ -13,3 +13,4 @@ from . import health
 from . import probe
 from . import dashboard
 from . import alerting
+from . import prometheus
