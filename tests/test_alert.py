@@ -14,6 +14,7 @@ from odoo.tools import mute_logger
 from odoo.addons.mail.tests.common import MockEmail
 
 from ..core import backoff
+from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
 from .common import CONNECTOR_LOGGER, IntegrationHubCase, Reply, run_job
 
@@ -42,6 +43,7 @@ class TestAlerts(IntegrationHubCase, MockEmail):
     def _set_traffic(self, connector, calls, ok):
         """The last hour of ``connector`` as ``calls`` requests of which ``ok`` succeeded
         (the metric buckets, written as the call path writes them: shared-state connection)."""
+        flush_counts()  # no count of an earlier call lands between the DELETE and the INSERT
         with state_cursor(self.env.cr.dbname) as cr:
             cr.execute("DELETE FROM integration_connector_metric WHERE connector_id = %s", [connector.id])
             cr.execute(
