@@ -126,7 +126,9 @@ class IntegrationConnectorMetric(models.Model):
         aggregator="sum",
         help="Circuit open or rate limit exhausted: no HTTP was sent.",
     )
+    failed = fields.Integer(string="Failed", readonly=True, aggregator="sum", help="4xx, 5xx and connection errors.")
     latency_sum_ms = fields.Float(readonly=True, aggregator="sum")
+    latency_avg_ms = fields.Float(string="Mean Latency (ms)", readonly=True, aggregator="avg")
     latency_max_ms = fields.Float(readonly=True, aggregator="max")
     last_ok_at = fields.Datetime(string="Last Success", readonly=True, aggregator="max")
     last_failure_at = fields.Datetime(string="Last Failure", readonly=True, aggregator="max")
@@ -157,7 +159,12 @@ class IntegrationConnectorMetric(models.Model):
                 DROP CONSTRAINT IF EXISTS integration_connector_metric_connector_id_hour_key;
             CREATE UNIQUE INDEX IF NOT EXISTS integration_connector_metric_key
                 ON integration_connector_metric (connector_id, hour, method_class);
-            CREATE INDEX IF NOT EXISTS integration_connector_metric_hour ON integration_connector_metric (hour);
+            -- Measures for the charts: failed calls, and the mean latency of the calls sent.
+            ALTER TABLE integration_connector_metric
+                ADD COLUMN IF NOT EXISTS failed integer
+                    GENERATED ALWAYS AS (client_error + retryable_error + connection_error) STORED,
+                ADD COLUMN IF NOT EXISTS latency_avg_ms double precision
+                    GENERATED ALWAYS AS (latency_sum_ms / NULLIF(calls - refused, 0)) STORED;
             """,
             [len(LATENCY_BUCKETS_MS) + 1],
         )
