@@ -38,3 +38,11 @@ KEYS_CONFIG_OPTION = "integration_hub_encryption_keys"
 
 # The identity key of the webhook dispatcher job (one waits at a time).
 DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
+
+# Structured logs: one line per outbound call on CALL_LOGGER (under the connector's
+# package, so muting the connector's logger mutes it too), as key=value text or, with
+# the option set to "json", as a JSON object. An environment variable, else an option of
+# the configuration file ([options] section).
+CALL_LOGGER = "odoo.addons.integration_hub.models.connector.calls"
+LOG_FORMAT_ENV_VARIABLE = "INTEGRATION_HUB_LOG_FORMAT"
+LOG_FORMAT_CONFIG_OPTION = "integration_hub_log_format"

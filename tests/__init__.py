@@ -23,3 +23,4 @@ from . import test_every_screen
 from . import test_sync_import
 from . import test_sync_pause
 from . import test_health
+from . import test_structured_logs

@@ -10,3 +10,4 @@ from . import monitoring
 from . import webhook
 from . import sync
 from . import health
+from . import logs

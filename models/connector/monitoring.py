@@ -221,9 +221,18 @@ class IntegrationConnector(models.Model):
         return {"ok": ok, "status_code": status_code, "latency_ms": latency_ms, "message": message}
 
     def _account_call(
-        self, method, url, response, error, latency_ms, call_kwargs, breaker_was_quiet=False, is_probe=False
+        self,
+        method,
+        url,
+        response,
+        error,
+        latency_ms,
+        call_kwargs,
+        breaker_was_quiet=False,
+        is_probe=False,
+        operation=None,
     ):
-        """Metrics, breaker, Retry-After and debug log for one exchange."""
+        """Metrics, breaker, Retry-After, the call's log line and debug log for one exchange."""
         retry_after = None
         if error is not None:
             outcome = "refused" if isinstance(error, IntegrationConfigError) else "connection_error"
@@ -262,6 +271,7 @@ class IntegrationConnector(models.Model):
                 response.status_code if response is not None else type(error).__name__,
                 latency_ms,
             )
+        self._log_call(method, url, response, error, latency_ms, outcome, operation)
         if self.debug_until and self.debug_until > fields.Datetime.now():
             self._record_debug_call(method, url, response, error, latency_ms, outcome, call_kwargs)
 

@@ -1,0 +1,106 @@
+import logging
+import os
+
+from odoo import fields, models
+from odoo.tools import config
+
+from ...const import CALL_LOGGER, LOG_FORMAT_CONFIG_OPTION, LOG_FORMAT_ENV_VARIABLE
+from ...core.calllog import call_fields, call_level, format_call_line, parse_format
+from ...core.exceptions import IntegrationRefusedError
+from ...core.redact import redact_text, redact_url
+
+_call_logger = logging.getLogger(CALL_LOGGER)
+
+# Failures that a job retries while it has attempts left (the others are final at once).
+_RETRIED_OUTCOMES = ("retryable_error", "connection_error")
+
+
+def call_log_format():
+    """The configured form of the call lines: "json" or "text" (the environment wins)."""
+    return parse_format(os.environ.get(LOG_FORMAT_ENV_VARIABLE) or config.get(LOG_FORMAT_CONFIG_OPTION))
+
+
+class IntegrationConnector(models.Model):
+    """Logs: one line per call.
+
+    ``_log_call`` writes the line of an exchange (``_account_call`` calls it): a success
+    only while the connector's debug switch is on (INFO), a failure always (WARNING, or
+    ERROR when nothing will retry it). A call refused before it was sent (circuit open,
+    rate limit) is a failure line too, outcome "refused": a job that keeps being
+    rescheduled shows why.
+    """
+
+    _inherit = "integration.connector"
+
+    def _log_call(self, method, url, response, error, latency_ms, outcome, operation=None):
+        """The log line of one exchange: fields redacted (URL masked, no headers, no bodies)."""
+        if outcome == "ok" and not (_call_logger.isEnabledFor(logging.INFO) and self._is_debugging_calls()):
+            return
+        job_uuid = self.env.context.get("job_uuid")
+        attempt, max_attempts = self._job_attempts(job_uuid) if job_uuid else (None, None)
+        # Final: a transient failure outside a job (raised to the caller) or on the job's
+        # last attempt. A 4xx answer or a refusal is left to the caller's judgement
+        # (WARNING); when it ends the call for good, the error log has it.
+        final = outcome in _RETRIED_OUTCOMES and (not job_uuid or not attempt or attempt >= max_attempts)
+        level = call_level(outcome, final)
+        if not _call_logger.isEnabledFor(level):
+            return
+        prepared_url = response.request.url if response is not None and response.request is not None else url
+        self._write_call_line(
+            level,
+            method=method,
+            url=prepared_url,
+            status=response.status_code if response is not None else None,
+            duration_ms=latency_ms,
+            job_uuid=job_uuid,
+            attempt=attempt,
+            outcome=outcome,
+            error=type(error).__name__ if error is not None else None,
+            operation=operation,
+        )
+
+    def _write_call_line(self, level, *, url, operation, **values):
+        secrets = self._known_secret_values()
+        names = self._sensitive_param_names()
+        line = call_fields(
+            level,
+            connector=self.code,
+            operation=redact_text(operation, secrets) if operation else None,
+            url=redact_text(redact_url(url, names), secrets) if url else None,
+            **values,
+        )
+        _call_logger.log(level, "%s", format_call_line(line, call_log_format()))
+
+    def _is_debugging_calls(self):
+        return bool(self.debug_until and self.debug_until > fields.Datetime.now())
+
+    def _job_attempts(self, job_uuid):
+        """(attempt, max attempts) of the running job, the attempt counted from 1 as the
+        retry messages count it (queue_job stores the tries before this one).
+
+        One indexed read, only when a line is written (a failure, or a success while
+        debugging): the quiet success path never pays it.
+        """
+        job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1)
+        if not job:
+            return None, None
+        # The same limit as _handle_failure's: the connector's, or the job's own if lower.
+        return job.retry + 1, min(self.retry_max_attempts, job.max_retries or self.retry_max_attempts)
+
+    def _handle_failure(self, error, method, url, operation, related, log_errors, kwargs=None):
+        """A call refused before anything was sent has no exchange to account: its line is written here."""
+        if isinstance(error, IntegrationRefusedError):
+            job_uuid = self.env.context.get("job_uuid")
+            self._write_call_line(
+                call_level("refused", final=False),
+                method=method,
+                url=url,
+                status=None,
+                duration_ms=0,
+                job_uuid=job_uuid,
+                attempt=self._job_attempts(job_uuid)[0] if job_uuid else None,
+                outcome="refused",
+                error=type(error).__name__,
+                operation=operation,
+            )
+        return super()._handle_failure(error, method, url, operation, related, log_errors, kwargs)
