@@ -46,3 +46,7 @@ DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
 CALL_LOGGER = "odoo.addons.integration_hub.models.connector.calls"
 LOG_FORMAT_ENV_VARIABLE = "INTEGRATION_HUB_LOG_FORMAT"
 LOG_FORMAT_CONFIG_OPTION = "integration_hub_log_format"
+# Error tracking: terminal call failures sent to Sentry when sentry-sdk is installed and
+# a DSN is set (environment variable, else configuration file option).
+SENTRY_DSN_ENV_VARIABLE = "INTEGRATION_HUB_SENTRY_DSN"
+SENTRY_DSN_CONFIG_OPTION = "integration_hub_sentry_dsn"

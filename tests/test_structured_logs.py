@@ -1,4 +1,4 @@
-"""One log line per call (JSON or text), with no secret in it."""
+"""One log line per call (JSON or text) and terminal failures to Sentry, with no secret in either."""
 
 import base64
 import json
@@ -8,13 +8,22 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from unittest.mock import patch
 
+import sentry_sdk
+from sentry_sdk.transport import Transport
+
 from odoo import fields
 from odoo.tests import tagged
 from odoo.tools import config, mute_logger
 
 from odoo.addons.queue_job.exception import RetryableJobError
 
-from ..const import LOG_FORMAT_CONFIG_OPTION, LOG_FORMAT_ENV_VARIABLE
+from ..const import (
+    LOG_FORMAT_CONFIG_OPTION,
+    LOG_FORMAT_ENV_VARIABLE,
+    SENTRY_DSN_CONFIG_OPTION,
+    SENTRY_DSN_ENV_VARIABLE,
+)
+from ..core import sentry
 from ..core.calllog import FIELDS
 from ..core.exceptions import IntegrationCircuitOpenError, IntegrationConnectionError, IntegrationHTTPError
 from .common import CONNECTOR_LOGGER, IntegrationHubCase, Reply, capture_call_lines, run_job
@@ -26,6 +35,7 @@ BEARER_TOKEN = "bt-Bearer-Secret-77aa"
 BASIC_PASSWORD = "pw-Basic-Secret-3b8c"
 BASIC_CREDENTIALS = base64.b64encode(f"partner:{BASIC_PASSWORD}".encode()).decode()
 SECRETS = (API_KEY_IN_HEADER, API_KEY_IN_QUERY, BEARER_TOKEN, BASIC_PASSWORD, BASIC_CREDENTIALS)
+FAKE_DSN = "https://public@127.0.0.1/1"
 
 
 @contextmanager
@@ -34,6 +44,15 @@ def log_format(env=None, option=None):
     with (
         patch.dict(os.environ, {LOG_FORMAT_ENV_VARIABLE: env or ""}),
         patch.dict(config.options, {LOG_FORMAT_CONFIG_OPTION: option or ""}),
+    ):
+        yield
+
+
+@contextmanager
+def sentry_dsn(dsn):
+    with (
+        patch.dict(os.environ, {SENTRY_DSN_ENV_VARIABLE: dsn or ""}),
+        patch.dict(config.options, {SENTRY_DSN_CONFIG_OPTION: ""}),
     ):
         yield
 
@@ -233,3 +252,82 @@ class TestTextCallLines(CallLinesCase):
             self.assertNotIn("\n", message)
             self.assertNotIn("\r", message)
             self.assertIn("Sync FAKE LINE", message)
+
+
+class CapturingTransport(Transport):
+    """Keeps every envelope the client would send (nothing leaves the machine)."""
+
+    envelopes = []
+
+    def capture_envelope(self, envelope):
+        type(self).envelopes.append(envelope)
+
+
+@tagged("post_install", "-at_install")
+class TestSentry(CallLinesCase):
+    def setUp(self):
+        super().setUp()
+        CapturingTransport.envelopes = []
+        sentry.init(FAKE_DSN, transport=CapturingTransport)
+        self.addCleanup(sentry.reset)
+
+    def _events(self):
+        return [envelope.get_event() for envelope in CapturingTransport.envelopes]
+
+    def _serialised(self):
+        return b"".join(envelope.serialize() for envelope in CapturingTransport.envelopes).decode()
+
+    def test_a_terminal_failure_is_captured_once_with_tags_and_no_secret(self):
+        # The secret is in the path (which URL redaction keeps) and in the query parameter;
+        # the partner echoes both in its answer, which the message quotes.
+        connector = self._secret_connectors()[1]
+        connector.write({"retry_max_attempts": 2, "circuit_threshold": 0})
+        self.server.reset(lambda request: Reply(503, f"overloaded at {request.path}?{request.raw_query}"))
+        uuid = connector._enqueue_call("GET", f"/orders/{API_KEY_IN_QUERY}", operation="Read order").uuid
+        with sentry_dsn(FAKE_DSN), mute_logger(CONNECTOR_LOGGER):
+            run_job(self.env, uuid)
+            self.assertEqual(self._events(), [], "an attempt that will be retried is not an issue yet")
+            run_job(self.env, uuid)
+        events = self._events()
+        self.assertEqual(len(events), 1)
+        event = events[0]
+        self.assertEqual(event["level"], "error")
+        self.assertEqual(event["tags"], {"connector": "logs-query", "operation": "Read order", "job_uuid": uuid})
+        self.assertEqual(event["exception"]["values"][0]["type"], "IntegrationHTTPError")
+        self.assertIn("gave up after 2 attempts", event["message"])
+        self.assertIn("/orders/***", event["extra"]["url"])
+        self.assertNoSecret(self._serialised())
+        # The error log has the same failure, redacted the same way.
+        error = self.env["integration.error"].search([("connector_id", "=", connector.id)])
+        self.assertEqual(error.message, event["exception"]["values"][0]["value"].split(": ", 2)[-1])
+        self.assertFalse(sentry_sdk.get_client().is_active(), "the addon's client is never bound globally")
+
+    def test_before_send_scrubs_what_anything_else_put_in_the_event(self):
+        client = sentry.client_for(FAKE_DSN)
+        event = {
+            "level": "error",
+            "message": f"token {BEARER_TOKEN}",
+            "breadcrumbs": {"values": [{"message": f"GET /x?access={API_KEY_IN_QUERY}&page=1"}]},
+            "request": {"headers": {"Authorization": f"Basic {BASIC_CREDENTIALS}", "X-Partner": "anything"}},
+            "exception": {
+                "values": [{"value": "boom", "stacktrace": {"frames": [{"vars": {"password": BASIC_PASSWORD}}]}}]
+            },
+            "extra": {"note": f"key {API_KEY_IN_HEADER}"},
+        }
+        hint = {sentry.HINT_SECRETS: [BEARER_TOKEN, API_KEY_IN_HEADER], sentry.HINT_NAMES: ["X-Partner", "access"]}
+        client.capture_event(event, hint=hint)
+        self.assertEqual(len(CapturingTransport.envelopes), 1)
+        captured = self._events()[0]
+        self.assertEqual(captured["request"]["headers"]["X-Partner"], "***")
+        self.assertIn("page=1", captured["breadcrumbs"]["values"][0]["message"])
+        self.assertNoSecret(self._serialised())
+
+    def test_without_a_dsn_nothing_is_captured(self):
+        connector = self._create_connector(code="logs-nodsn")
+        self.server.reset(lambda request: Reply(400, "bad"))
+        # (assertRaises would roll back the error log's write: Odoo's wraps it in a savepoint.)
+        with sentry_dsn(""), mute_logger(CONNECTOR_LOGGER), self.assertRaisesRegex(IntegrationHTTPError, "HTTP 400"):
+            connector._request("GET", "/orders")
+        self.assertTrue(self.env["integration.error"].search([("connector_id", "=", connector.id)]))
+        self.assertEqual(CapturingTransport.envelopes, [])
+        self.assertIsNone(sentry.client_for(""))

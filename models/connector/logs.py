@@ -4,7 +4,14 @@ import os
 from odoo import fields, models
 from odoo.tools import config
 
-from ...const import CALL_LOGGER, LOG_FORMAT_CONFIG_OPTION, LOG_FORMAT_ENV_VARIABLE
+from ...const import (
+    CALL_LOGGER,
+    LOG_FORMAT_CONFIG_OPTION,
+    LOG_FORMAT_ENV_VARIABLE,
+    SENTRY_DSN_CONFIG_OPTION,
+    SENTRY_DSN_ENV_VARIABLE,
+)
+from ...core import sentry
 from ...core.calllog import call_fields, call_level, format_call_line, parse_format
 from ...core.exceptions import IntegrationRefusedError
 from ...core.redact import redact_text, redact_url
@@ -20,14 +27,20 @@ def call_log_format():
     return parse_format(os.environ.get(LOG_FORMAT_ENV_VARIABLE) or config.get(LOG_FORMAT_CONFIG_OPTION))
 
 
+def sentry_dsn():
+    """The configured Sentry DSN of the addon, or "" (the environment wins)."""
+    return (os.environ.get(SENTRY_DSN_ENV_VARIABLE) or config.get(SENTRY_DSN_CONFIG_OPTION) or "").strip()
+
+
 class IntegrationConnector(models.Model):
-    """Logs: one line per call.
+    """Logs and error tracking: one line per call, terminal failures to Sentry.
 
     ``_log_call`` writes the line of an exchange (``_account_call`` calls it): a success
     only while the connector's debug switch is on (INFO), a failure always (WARNING, or
     ERROR when nothing will retry it). A call refused before it was sent (circuit open,
     rate limit) is a failure line too, outcome "refused": a job that keeps being
-    rescheduled shows why.
+    rescheduled shows why. ``_log_error`` (terminal failures) also goes to Sentry when
+    configured (see ``core/sentry.py``).
     """
 
     _inherit = "integration.connector"
@@ -40,7 +53,7 @@ class IntegrationConnector(models.Model):
         attempt, max_attempts = self._job_attempts(job_uuid) if job_uuid else (None, None)
         # Final: a transient failure outside a job (raised to the caller) or on the job's
         # last attempt. A 4xx answer or a refusal is left to the caller's judgement
-        # (WARNING); when it ends the call for good, the error log has it.
+        # (WARNING); when it ends the call for good, the error log and Sentry have it.
         final = outcome in _RETRIED_OUTCOMES and (not job_uuid or not attempt or attempt >= max_attempts)
         level = call_level(outcome, final)
         if not _call_logger.isEnabledFor(level):
@@ -104,3 +117,34 @@ class IntegrationConnector(models.Model):
                 operation=operation,
             )
         return super()._handle_failure(error, method, url, operation, related, log_errors, kwargs)
+
+    def _log_error(self, error, method, url, operation, related, job_uuid, kwargs):
+        """Terminal failures go to Sentry too, when configured."""
+        result = super()._log_error(error, method, url, operation, related, job_uuid, kwargs)
+        self._track_error(error, method, url, operation, job_uuid)
+        return result
+
+    def _track_error(self, error, method, url, operation, job_uuid):
+        """Capture one terminal failure in Sentry, through the same redaction as the error log."""
+        client = sentry.client_for(sentry_dsn())
+        if client is None:
+            return None
+        secrets = self._known_secret_values()
+        names = self._sensitive_param_names()
+        safe_operation = redact_text(operation, secrets) if operation else ""
+        return sentry.capture_failure(
+            client,
+            message=f"{self.code}: {safe_operation}: {redact_text(str(error), secrets)}",
+            error_type=type(error).__name__,
+            tags={"connector": self.code, "operation": safe_operation, "job_uuid": job_uuid},
+            extra={
+                "method": method,
+                "url": redact_text(redact_url(url, names), secrets) if url else None,
+                "status": getattr(error, "status_code", None),
+                "retryable": error.retryable,
+            },
+            # One issue per connector, operation and kind of failure, whatever the message.
+            fingerprint=["integration_hub", self.code, safe_operation, type(error).__name__],
+            secrets=secrets,
+            names=names,
+        )
