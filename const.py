@@ -43,3 +43,15 @@ DISPATCH_IDENTITY_KEY = "integration.webhook.event:dispatch"
 # the token (hex) is kept in this system parameter (none: the route answers 404).
 METRICS_ROUTE = "/integration/metrics"
 METRICS_TOKEN_PARAM = "integration_hub.metrics_token_sha256"
+
+# Structured logs: one line per outbound call on CALL_LOGGER (under the connector's
+# package, so muting the connector's logger mutes it too), as key=value text or, with
+# the option set to "json", as a JSON object. An environment variable, else an option of
+# the configuration file ([options] section).
+CALL_LOGGER = "odoo.addons.integration_hub.models.connector.calls"
+LOG_FORMAT_ENV_VARIABLE = "INTEGRATION_HUB_LOG_FORMAT"
+LOG_FORMAT_CONFIG_OPTION = "integration_hub_log_format"
+# Error tracking: terminal call failures sent to Sentry when sentry-sdk is installed and
+# a DSN is set (environment variable, else configuration file option).
+SENTRY_DSN_ENV_VARIABLE = "INTEGRATION_HUB_SENTRY_DSN"
+SENTRY_DSN_CONFIG_OPTION = "integration_hub_sentry_dsn"

@@ -80,10 +80,11 @@ def redact_text(text, secrets=(), limit=None):
 _QUERY_PAIR = re.compile(r"([?&])([^=&\s\"']+)=([^&\s\"']*)")
 
 
-def redact_query_strings(text):
+def redact_query_strings(text, extra_names=()):
     """Mask sensitive ``name=value`` pairs of every query string inside ``text``."""
     return _QUERY_PAIR.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}={MASK if is_sensitive_name(m.group(2)) else m.group(3)}", text
+        lambda m: f"{m.group(1)}{m.group(2)}={MASK if is_sensitive_name(m.group(2), extra_names) else m.group(3)}",
+        text,
     )
 
 

@@ -126,7 +126,7 @@ class IntegrationConnectorMetric(models.Model):
         aggregator="sum",
         help="Circuit open or rate limit exhausted: no HTTP was sent.",
     )
-    failed = fields.Integer(string="Failed", readonly=True, aggregator="sum", help="4xx, 5xx and connection errors.")
+    failed = fields.Integer(readonly=True, aggregator="sum", help="4xx, 5xx and connection errors.")
     latency_sum_ms = fields.Float(readonly=True, aggregator="sum")
     latency_avg_ms = fields.Float(string="Mean Latency (ms)", readonly=True, aggregator="avg")
     latency_max_ms = fields.Float(readonly=True, aggregator="max")

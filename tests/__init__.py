@@ -26,3 +26,4 @@ from . import test_health
 from . import test_dashboard
 from . import test_alert
 from . import test_metrics
+from . import test_structured_logs

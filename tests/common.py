@@ -33,7 +33,7 @@ from odoo.tools import config
 from odoo.addons.queue_job.exception import RetryableJobError
 from odoo.addons.queue_job.job import Job
 
-from ..const import KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE, MANAGER_GROUP, USER_GROUP
+from ..const import CALL_LOGGER, KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE, MANAGER_GROUP, USER_GROUP
 
 # Logger names, by the part of the addon that logs (a package's name covers its files):
 # tests mute or capture these, never a module path that a refactoring may move.
@@ -44,6 +44,7 @@ ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.webhook"
 OAUTH2_ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.oauth2"
 SYNC_FLOW_LOGGER = f"{ADDON_LOGGER}.models.integration_sync_flow"
 SYNC_RUN_LOGGER = f"{ADDON_LOGGER}.models.integration_sync_run"
+# CALL_LOGGER (from const, imported above): the line of each outbound call, under CONNECTOR_LOGGER.
 
 # Fixed keys for the tests: the key list under test is set explicitly, never inherited.
 KEY_A = Fernet.generate_key().decode()
@@ -238,6 +239,19 @@ def capture_logs(test, names=(ADDON_LOGGER, "urllib3", "requests")):
         logger = logging.getLogger(name)
         test.addCleanup(logger.setLevel, logger.level)
         logger.setLevel(logging.DEBUG)
+    return handler
+
+
+def capture_call_lines(test, level=logging.INFO):
+    """The call lines (``CALL_LOGGER``, one per outbound call) logged for the rest of
+    ``test`` at ``level`` and up; the handler sits on that logger itself, so the lines are
+    caught even while ``mute_logger(CONNECTOR_LOGGER)`` keeps them out of the test log."""
+    handler = CaptureAll(level)
+    logger = logging.getLogger(CALL_LOGGER)
+    logger.addHandler(handler)
+    test.addCleanup(logger.removeHandler, handler)
+    test.addCleanup(logger.setLevel, logger.level)
+    logger.setLevel(level)
     return handler
 
 

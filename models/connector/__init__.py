@@ -14,3 +14,4 @@ from . import probe
 from . import dashboard
 from . import alerting
 from . import prometheus
+from . import logs

@@ -154,12 +154,12 @@ class IntegrationConnector(models.Model):
                 _logger.warning(
                     "Connector %s: calling %s without TLS certificate verification", self.code, redact_url(url)
                 )
-            response = self._send_authenticated(method, url, kwargs, health_probe)
+            response = self._send_authenticated(method, url, kwargs, health_probe, operation=operation)
             if response.status_code == 401 and _replayable(data, files) and self._auth_invalidate(response):
                 # A cached token or assertion may have been revoked or expired early: one
                 # fresh credential, one retry.
                 _logger.info("Connector %s: 401 with cached credentials, retrying once with fresh ones", self.code)
-                response = self._send_authenticated(method, url, kwargs, health_probe)
+                response = self._send_authenticated(method, url, kwargs, health_probe, operation=operation)
             if raise_for_status and (response.status_code >= 400 or _is_redirect(response)):
                 raise self._http_error(method, url, response)
             return response
@@ -174,8 +174,9 @@ class IntegrationConnector(models.Model):
             return self.env[model].browse(record_id)
         return None
 
-    def _send_authenticated(self, method, url, kwargs, health_probe=False):
-        """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping."""
+    def _send_authenticated(self, method, url, kwargs, health_probe=False, operation=None):
+        """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping (``operation``
+        names it in the call's log line)."""
         dbname = self.env.cr.dbname
         State = self.env["integration.connector.state"]
         # Credentials first (an OAuth2 token may need fetching): a failure there must not
@@ -241,6 +242,7 @@ class IntegrationConnector(models.Model):
                 breaker_was_quiet,
                 admission.is_probe,
                 health_probe=health_probe,
+                operation=operation,
             )
         except (psycopg2.Error, SharedStateBusyError) as exc:
             # The exchange happened: losing its bookkeeping must not lose its result (a

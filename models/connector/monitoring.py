@@ -233,8 +233,9 @@ class IntegrationConnector(models.Model):
         breaker_was_quiet=False,
         is_probe=False,
         health_probe=False,
+        operation=None,
     ):
-        """Metrics, breaker, Retry-After and debug log for one exchange.
+        """Metrics, breaker, Retry-After, the call's log line and debug log for one exchange.
 
         ``is_probe`` is the breaker's half-open trial call; ``health_probe`` an active health
         probe, which touches neither the metrics nor the breaker (its history has it).
@@ -279,6 +280,7 @@ class IntegrationConnector(models.Model):
                 response.status_code if response is not None else type(error).__name__,
                 latency_ms,
             )
+        self._log_call(method, url, response, error, latency_ms, outcome, operation, health_probe=health_probe)
         if self.debug_until and self.debug_until > fields.Datetime.now():
             self._record_debug_call(method, url, response, error, latency_ms, outcome, call_kwargs)
 
