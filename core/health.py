@@ -52,7 +52,7 @@ def combine(parts):
     """The connector's ``(status, reason)`` from ``(status, reason)`` parts: the worst decides.
 
     Unknown parts count only when every part is unknown (no traffic and no probe). Where
-    several parts share the worst status, their reasons are joined.
+    several parts share a warning or an error, their reasons are joined.
     """
     known = [part for part in parts if part[0] != "unknown"]
     if not known:
@@ -64,7 +64,9 @@ def combine(parts):
         return "unknown", "unknown: " + ("; ".join(missing) or "nothing recorded")
     worst = max(RANK[status] for status, _reason in known)
     status = next(status for status, rank in RANK.items() if rank == worst)
-    return status, "; ".join(reason for part_status, reason in known if part_status == status)
+    reasons = [reason for part_status, reason in known if part_status == status]
+    # What is wrong is said in full; what is fine, by its first witness (traffic before probes).
+    return status, "; ".join(reasons if status != "ok" else reasons[:1])
 
 
 def availability(hours):

@@ -552,10 +552,10 @@ SCREENSHOT_DIR_VARIABLE = "INTEGRATION_HUB_SCREENSHOT_DIR"
 SCREEN_SIGNAL = "integration_hub: screen shown"
 
 
-def screenshot(case, url, selector, login, filename, check="", timeout=120):
+def screenshot(case, url, selector, login, filename, check="", click=None, timeout=120):
     """Open ``url`` in the test browser as ``login``, wait for ``selector`` and the fonts,
     and return a PNG of the page (also written to ``$INTEGRATION_HUB_SCREENSHOT_DIR/filename``
-    when that variable is set).
+    when that variable is set). With ``click``, that element (a tab) is clicked first.
 
     ``check`` is JavaScript run once the selector is there; returning a string fails the
     test with it. An error dialog or a server ERROR line fails it too.
@@ -574,7 +574,13 @@ def screenshot(case, url, selector, login, filename, check="", timeout=120):
         "(async () => {"
         "  const until = (test) => new Promise((resolve) => {"
         "    const poll = () => (test() ? resolve() : setTimeout(poll, 50)); poll(); });"
-        f"  await until(() => document.querySelector({json.dumps(selector)}));"
+        + (
+            f"  await until(() => document.querySelector({json.dumps(click)}));"
+            f"  document.querySelector({json.dumps(click)}).click();"
+            if click
+            else ""
+        )
+        + f"  await until(() => document.querySelector({json.dumps(selector)}));"
         "  await document.fonts.ready;"
         "  await new Promise((resolve) => setTimeout(resolve, 500));"
         f"  const problem = (() => {{ {check} }})();"

@@ -144,6 +144,8 @@ class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
             ".o_form_view .o_integration_sla",
             "admin",
             "connector_health.png",
-            check="if (!document.querySelector('.o_integration_sla .text-success')) { return 'no target met'; }",
+            click=".o_form_view .o_notebook a[name='health']",
+            check="document.querySelector('.o_integration_sla').scrollIntoView({block: 'center'});"
+            "if (!document.querySelector('.o_integration_sla .text-success')) { return 'no target met'; }",
         )
         self.assertTrue(shot.startswith(b"\x89PNG"))

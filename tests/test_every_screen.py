@@ -193,6 +193,21 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
             [cls.env.cr.fetchone()[0], now],
         )
         cls.env["integration.connector.metric"].invalidate_model()
+        # Health probes of the demo connector, one of them down.
+        cls.env["integration.connector.probe"].create(
+            [
+                {
+                    "connector_id": connector.id,
+                    "checked_at": now - timedelta(minutes=5 * index),
+                    "is_ok": index != 2,
+                    "is_up": index != 2,
+                    "status_code": 503 if index == 2 else 200,
+                    "latency_ms": 40 + index,
+                    "message": "HTTP 503 Service Unavailable" if index == 2 else "HTTP 200 OK",
+                }
+                for index in range(4)
+            ]
+        )
 
     @classmethod
     def _setup_sync_records(cls):
@@ -277,10 +292,13 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
     # The plan ----------------------------------------------------------------------------------
 
     def _addon_window_actions(self):
+        """The addon's window actions, but Settings (administrators only, opened by
+        ``test_settings_open_for_an_administrator``)."""
         data = self.env["ir.model.data"].search(
             [("module", "=", "integration_hub"), ("model", "=", "ir.actions.act_window")]
         )
-        return self.env["ir.actions.act_window"].browse(data.mapped("res_id")).sorted("id")
+        actions = self.env["ir.actions.act_window"].browse(data.mapped("res_id")).sorted("id")
+        return actions.filtered(lambda action: action.res_model != "res.config.settings")
 
     def _search_items(self, model, action):
         """Filters and group-bys the search panel shows for this user, counted in the arch."""
@@ -382,6 +400,19 @@ class TestEveryScreen(IntegrationHubMixin, HttpCase):
 
     def test_manager_opens_every_screen(self):
         self._walk(self.manager, is_manager=True)
+
+    def test_settings_open_for_an_administrator(self):
+        """Integrations › Configuration › Settings: the metrics token block, as an administrator."""
+        shot = screenshot(
+            self,
+            "/odoo/action-integration_hub.res_config_settings_action",
+            "#integration_metrics_token_setting",
+            "admin",
+            "settings_metrics.png",
+            check="if (!document.querySelector('button[name=action_integration_metrics_generate_token]')) "
+            "{ return 'no Generate a Token button'; }",
+        )
+        self.assertTrue(shot.startswith(b"\x89PNG"))
 
     def test_connector_form_screenshot(self):
         """The demo connector's form as a manager sees it; saved for the README when asked."""

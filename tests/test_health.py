@@ -41,6 +41,7 @@ class TestHealthRules(BaseCase):
     def test_the_worst_part_decides_and_unknown_only_when_nothing_is_known(self):
         self.assertEqual(combine([("ok", "a"), ("warning", "b"), ("error", "c"), ("error", "d")]), ("error", "c; d"))
         self.assertEqual(combine([("unknown", "no requests"), ("ok", "probes fine")]), ("ok", "probes fine"))
+        self.assertEqual(combine([("ok", "traffic fine"), ("ok", "probes fine")]), ("ok", "traffic fine"))
         self.assertEqual(
             combine(
                 [

@@ -30,6 +30,7 @@ class TestConnectorTour(IntegrationHubMixin, HttpCase):
         connector = self.env["integration.connector"].search([("code", "=", "tour-shop")])
         self.assertEqual(connector.name, "Tour Shop")
         self.assertEqual(connector.health_state, "ok")
+        self.assertEqual(connector.health_status, "ok", "the tested call counts in the status at once")
         self.assertEqual(connector.last_test_status_code, 200)
         health_calls = self.server.requests_to("/partner/ping")
         self.assertEqual(len(health_calls), 1, "Test Connection reached the local server once")

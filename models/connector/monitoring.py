@@ -220,6 +220,8 @@ class IntegrationConnector(models.Model):
                 "last_test_message": message[:500],
             }
         )
+        # The call is in the metrics now: the status shows it without waiting for the cron.
+        self._refresh_health()
         return {"ok": ok, "status_code": status_code, "latency_ms": latency_ms, "message": message}
 
     def _account_call(

@@ -7,6 +7,11 @@ registry.category("web_tour.tours").add("integration_hub_connector_tour", {
     steps: () => [
         ...stepUtils.goToAppSteps("integration_hub.integration_hub_menu_root", "Open the Integrations app"),
         {
+            content: "The app opens on the Overview; go to Connectors",
+            trigger: ".o_menu_sections .o_nav_entry:contains('Connectors')",
+            run: "click",
+        },
+        {
             content: "The Connectors kanban shows the demo connectors",
             trigger: ".o_kanban_view .o_kanban_record:contains('This Odoo (health check)')",
         },
@@ -83,7 +88,8 @@ registry.category("web_tour.tours").add("integration_hub_connector_tour", {
             trigger: ".o_field_widget[name='last_test_status_code']:contains('200')",
         },
         {
-            trigger: ".o_statusbar_status button.o_arrow_button_current:contains('Healthy')",
+            content: "The call is counted: the status is OK",
+            trigger: ".o_statusbar_status button.o_arrow_button_current:contains('OK')",
         },
     ],
 });
