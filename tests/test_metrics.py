@@ -1,3 +1,4 @@
+import gc
 import hashlib
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -7,6 +8,7 @@ from odoo.tests import HttpCase, tagged
 from odoo.tests.common import BaseCase
 
 from ..const import METRICS_ROUTE, METRICS_TOKEN_PARAM
+from ..controllers.metrics import _without_cyclic_gc
 from ..core.prometheus import Family, render
 from ..models.connector.prometheus import LABEL_NAMES, forget_closed_hours
 from ..models.integration_connector_metric import LATENCY_BUCKETS_MS, OUTCOMES, flush_counts
@@ -52,6 +54,19 @@ class TestPrometheusFormat(BaseCase):
         )
         with self.assertRaises(ValueError):
             Family("calls_total", "A counter named with its suffix.", "counter")
+
+
+class TestScrapeWithoutCyclicGc(BaseCase):
+    def test_the_collector_is_paused_during_a_scrape_and_restored_after_it_even_on_error(self):
+        self.addCleanup(gc.enable)
+        self.assertEqual(_without_cyclic_gc(gc.isenabled), False, "paused while computing")
+        self.assertTrue(gc.isenabled(), "resumed after")
+        with self.assertRaises(ZeroDivisionError):
+            _without_cyclic_gc(lambda: 1 / 0)
+        self.assertTrue(gc.isenabled(), "resumed after a failure")
+        gc.disable()
+        _without_cyclic_gc(lambda: None)
+        self.assertFalse(gc.isenabled(), "left off when it was off")
 
 
 @tagged("post_install", "-at_install")
