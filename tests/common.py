@@ -600,3 +600,34 @@ def screenshot(case, url, selector, login, filename, check="", click=None, timeo
         with open(os.path.join(directory, filename), "wb") as fh:
             fh.write(shots[0])
     return shots[0]
+
+
+def failed_tour_event(connector, event_id="tour-evt-1"):
+    """A ``tour.order.created`` webhook event of ``connector`` (order TOUR-1) that failed
+    after 5 attempts because "partner API was down", its job cancelled: what the tours retry."""
+    Event = connector.env["integration.webhook.event"]
+    body = json.dumps({"order": "TOUR-1"}).encode()
+    record_id, _created = Event._ingest(
+        connector._webhook_receiver(connector.code), body, {}, event_id, "tour.order.created"
+    )
+    Event._job_dispatch_received()
+    event = Event.browse(record_id)
+    event.write({"state": "failed", "attempts": 5, "last_error": "IntegrationHTTPError: partner API was down"})
+    event.job_id.button_cancelled()
+    return event
+
+
+@contextmanager
+def tour_orders_imported_inline(connector):
+    """While a tour presses Retry: the handler of ``tour.order.created`` imports the order
+    ("order TOUR-1 imported"), and the queued job runs inline through queue_job's documented
+    no-delay switch, in place of the job runner that tests do not start."""
+
+    def import_order(connector, event):
+        return f"order {event._payload_json()['order']} imported"
+
+    with (
+        patch.object(type(connector), "_webhook_handle_generic_rest_tour_order_created", import_order, create=True),
+        patch.dict(os.environ, {"QUEUE_JOB__NO_DELAY": "1"}),
+    ):
+        yield

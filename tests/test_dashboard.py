@@ -1,27 +1,21 @@
 """The operator's Overview: card figures, card buttons, and a tour from a red card to a Retry."""
 
-import json
-import os
 from datetime import timedelta
-from unittest.mock import patch
 
 from odoo import fields
 from odoo.tests import HttpCase, tagged
 
-from .common import IntegrationHubCase, IntegrationHubMixin, Reply, screenshot
+from .common import (
+    IntegrationHubCase,
+    IntegrationHubMixin,
+    Reply,
+    failed_tour_event,
+    screenshot,
+    tour_orders_imported_inline,
+)
 
 
 class OverviewMixin:
-    def _failed_event(self, connector, event_id="evt-1", event_type="tour.order.created"):
-        Event = self.env["integration.webhook.event"]
-        body = json.dumps({"order": "TOUR-1"}).encode()
-        record_id, _created = Event._ingest(connector._webhook_receiver(connector.code), body, {}, event_id, event_type)
-        Event._job_dispatch_received()
-        event = Event.browse(record_id)
-        event.write({"state": "failed", "attempts": 5, "last_error": "IntegrationHTTPError: partner API was down"})
-        event.job_id.button_cancelled()
-        return event
-
     def _flow(self, connector):
         return self.env["integration.sync.flow"].create(
             {
@@ -71,7 +65,7 @@ class TestOverview(OverviewMixin, IntegrationHubCase):
         connector = self._create_connector(webhook_signature="none")
         with self.assertRaisesRegex(Exception, "nothing failed to retry"):
             connector.action_retry_failed()
-        event = self._failed_event(connector)
+        event = failed_tour_event(connector)
         run = self.env["integration.sync.run"].create(
             {"flow_id": self._flow(connector).id, "kind": "window", "state": "failed", "error": "HTTP 500"}
         )
@@ -108,7 +102,7 @@ class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
             connector._request("GET", "/orders", raise_for_status=False)
         connector._refresh_health()
         self.assertEqual(connector.health_status, "error")
-        event = self._failed_event(connector)
+        event = failed_tour_event(connector)
         overview = self.env.ref("integration_hub.integration_connector_action_overview")
         shot = screenshot(
             self,
@@ -119,14 +113,7 @@ class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
         )
         self.assertTrue(shot.startswith(b"\x89PNG"))
 
-        def import_order(connector, event):
-            return f"order {event._payload_json()['order']} imported"
-
-        # Retry queues a job; queue_job's no-delay switch runs it inline (tests start no runner).
-        with (
-            patch.object(type(connector), "_webhook_handle_generic_rest_tour_order_created", import_order, create=True),
-            patch.dict(os.environ, {"QUEUE_JOB__NO_DELAY": "1"}),
-        ):
+        with tour_orders_imported_inline(connector):
             self.start_tour("/odoo", "integration_hub_dashboard_tour", login="admin")
         event.invalidate_recordset()
         self.assertEqual((event.state, event.result_note), ("done", "order TOUR-1 imported"))

@@ -1,16 +1,14 @@
 """Browser tour of the operator screens, in headless Chromium."""
 
 import json
-import os
 from datetime import timedelta
-from unittest.mock import patch
 
 from odoo import fields
 from odoo.tests import HttpCase, tagged
 
 from ..const import MANAGER_GROUP
 from ..sandbox.orders import OrdersSandbox
-from .common import IntegrationHubMixin, JobRunner, errors_logged
+from .common import IntegrationHubMixin, JobRunner, errors_logged, failed_tour_event, tour_orders_imported_inline
 
 
 @tagged("post_install", "-at_install")
@@ -46,25 +44,8 @@ class TestWebhookEventTour(IntegrationHubMixin, HttpCase):
 
     def test_retry_a_failed_event(self):
         connector = self._create_connector(name="Tour Shop Webhooks", webhook_signature="none")
-        Event = self.env["integration.webhook.event"]
-        body = json.dumps({"order": "TOUR-1"}).encode()
-        record_id, _created = Event._ingest(
-            connector._webhook_receiver(connector.code), body, {}, "tour-evt-1", "tour.order.created"
-        )
-        Event._job_dispatch_received()
-        event = Event.browse(record_id)
-        event.write({"state": "failed", "attempts": 5, "last_error": "IntegrationHTTPError: partner API was down"})
-        event.job_id.button_cancelled()
-
-        def import_order(connector, event):
-            return f"order {event._payload_json()['order']} imported"
-
-        # The Retry button queues a job; queue_job's documented no-delay switch runs it inline,
-        # in place of the job runner that tests do not start.
-        with (
-            patch.object(type(connector), "_webhook_handle_generic_rest_tour_order_created", import_order, create=True),
-            patch.dict(os.environ, {"QUEUE_JOB__NO_DELAY": "1"}),
-        ):
+        event = failed_tour_event(connector)
+        with tour_orders_imported_inline(connector):
             self.start_tour("/odoo", "integration_hub_webhook_event_tour", login="admin")
         event.invalidate_recordset()
         self.assertEqual(event.state, "done")
