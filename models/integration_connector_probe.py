@@ -25,6 +25,13 @@ class IntegrationConnectorProbe(models.Model):
         help="The API answered (any status under 500): counts as available in the SLA even when "
         "the answer itself was an error such as 401.",
     )
+    is_sent = fields.Boolean(
+        string="Sent",
+        default=True,
+        readonly=True,
+        help="Off when the probe could not leave Odoo (a credential not set, a URL refused): the "
+        "connector is in error, but the API's availability is not judged by it.",
+    )
     status_code = fields.Integer(string="HTTP Status", readonly=True)
     latency_ms = fields.Integer(string="Latency (ms)", readonly=True, aggregator="avg")
     message = fields.Char(readonly=True)

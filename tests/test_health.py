@@ -150,6 +150,15 @@ class TestHealthProbes(IntegrationHubCase):
         self.assertEqual(connector.health_status, "error")
         self.assertIn("0% success of health probes", connector.health_reason)
 
+    def test_a_probe_that_cannot_leave_odoo_is_an_error_but_not_downtime(self):
+        connector = self._create_connector(auth_type="api_key")  # its key never set
+        probe = connector._probe()
+        self.assertEqual((probe.is_ok, probe.is_sent), (False, False))
+        self.assertIn("is not set", probe.message)
+        self.assertEqual(self.server.requests_to("/api/health"), [], "nothing was sent")
+        self.assertEqual(connector._health_now()[0], "error", "the operator sees it")
+        self.assertIsNone(connector._sla_figures()["availability_24h"], "the API was not found down")
+
     def test_a_probe_takes_a_free_rate_slot_or_waits_for_the_next_interval(self):
         connector = self._create_connector(rate_limit=1, rate_limit_period="minute", rate_limit_burst=1)
         self.server.respond_with(lambda request: Reply(200, {"ok": True}))

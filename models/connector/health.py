@@ -319,7 +319,7 @@ class IntegrationConnector(models.Model):
         self.env.cr.execute(
             """SELECT date_trunc('hour', checked_at), COUNT(*), COUNT(*) FILTER (WHERE NOT is_up)
                  FROM integration_connector_probe
-                WHERE connector_id = %s AND checked_at >= %s
+                WHERE connector_id = %s AND checked_at >= %s AND is_sent
              GROUP BY 1""",
             [self.id, starts["30d"]],
         )

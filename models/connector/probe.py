@@ -4,7 +4,7 @@ import time
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
-from ...core.exceptions import IntegrationError, IntegrationRefusedError
+from ...core.exceptions import IntegrationConfigError, IntegrationError, IntegrationRefusedError
 
 _logger = logging.getLogger(__name__)
 
@@ -88,7 +88,9 @@ class IntegrationConnector(models.Model):
         except IntegrationRefusedError:
             return self.env["integration.connector.probe"]  # the partner's budget is spent: next time
         except (IntegrationError, UserError) as exc:
-            values.update(is_ok=False, is_up=False, status_code=getattr(exc, "status_code", 0) or 0)
+            # A configuration error (a credential not set, a URL refused) sent nothing.
+            sent = not isinstance(exc, IntegrationConfigError | UserError)
+            values.update(is_ok=False, is_up=False, is_sent=sent, status_code=getattr(exc, "status_code", 0) or 0)
             values["message"] = str(exc)[:500]
         else:
             status = response.status_code
