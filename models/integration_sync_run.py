@@ -150,6 +150,18 @@ class IntegrationSyncRun(models.Model):
         if not runs:
             raise UserError(self.env._("Only failed or partial runs can be retried."))
         runs.check_access("read")
+        # Superseded: the errors of these runs are resolved and their failed jobs cancelled,
+        # so that no Retry elsewhere (the error log) queues a second job for the same run.
+        self.env["integration.error"].sudo().search(
+            [("res_model", "=", self._name), ("res_id", "in", runs.ids), ("state", "=", "new")]
+        ).write({"state": "resolved"})
+        failed_jobs = (
+            self.env["queue.job"]
+            .sudo()
+            .search([("uuid", "in", [uuid for uuid in runs.mapped("job_uuid") if uuid]), ("state", "=", "failed")])
+        )
+        for job in failed_jobs:
+            job.button_cancelled()
         for run in runs.sudo():
             # A window is read again from its first page: its counts start again too (they
             # decide nothing, but a total "fetched" must not stop the paging early).

@@ -348,6 +348,18 @@ class TestAlerts(IntegrationHubCase, MockEmail):
             self._refresh(connector)
             self.assertEqual(partial.state, "resolved", "the run that raised it does not raise it again")
 
+    def test_a_status_alert_resolved_by_hand_while_still_failing_comes_back(self):
+        connector = self._connector()
+        self._set_traffic(connector, 10, 0)
+        self._refresh(connector)
+        alert = self._alerts(connector, "status")
+        alert.action_resolve()
+        self.assertEqual(alert.state, "resolved")
+        self._refresh(connector)
+        self.assertEqual(connector.health_status, "error", "nothing changed at the partner")
+        live = self._alerts(connector, "status").filtered(lambda a: a.state != "resolved")
+        self.assertEqual(len(live), 1, "the failing connector has its alert again")
+
     def test_operators_acknowledge_and_resolve_by_hand_but_do_not_edit_alerts(self):
         connector = self._connector()
         self._set_traffic(connector, 10, 0)

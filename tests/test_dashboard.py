@@ -73,9 +73,31 @@ class TestOverview(OverviewMixin, IntegrationHubCase):
         action = connector.action_open_failed()
         self.assertEqual(action["res_model"], "integration.webhook.event")
         self.assertIn(event, self.env[action["res_model"]].search(action["domain"]))
+        Error = self.env["integration.error"]
+        # The errors the event's and the run's failures left: retried with their records, not twice.
+        errors = Error.browse(
+            [
+                Error._record(
+                    connector,
+                    {
+                        "operation": operation,
+                        "status_code": 503,
+                        "error_class": "IntegrationHTTPError",
+                        "message": "partner API was down",
+                        "res_model": record._name,
+                        "res_id": record.id,
+                    },
+                    same_transaction=True,
+                )
+                for operation, record in (("Import order", event), ("Import window", run))
+            ]
+        )
+        self.assertEqual(len(errors), 2)
         result = connector.action_retry_failed()
         self.assertEqual(result["params"]["message"], "Queued again: 1 event(s), 1 sync run(s), 0 job(s).")
         self.assertEqual((event.state, run.state), ("queued", "queued"))
+        errors.invalidate_recordset()
+        self.assertEqual(errors.mapped("state"), ["resolved", "resolved"])
 
     def test_sync_now_runs_the_active_flows(self):
         connector = self._create_connector()

@@ -110,10 +110,14 @@ class IntegrationConnector(models.Model):
         runs = self.env["integration.sync.run"].search(
             [("connector_id", "=", self.id), ("state", "in", ("failed", "partial"))]
         )
+        # The errors of the events and runs retried here are theirs: retrying those records
+        # resolves them (and cancels their failed jobs), so they are not retried twice.
+        retried = {("integration.webhook.event", event_id) for event_id in events.ids}
+        retried |= {("integration.sync.run", run_id) for run_id in runs.ids}
         errors = (
             self.env["integration.error"]
             .search([("connector_id", "=", self.id), ("state", "=", "new")])
-            .filtered("can_retry")
+            .filtered(lambda error: error.can_retry and (error.res_model, error.res_id) not in retried)
         )
         if not (events or runs or errors):
             raise UserError(self.env._("%s has nothing failed to retry.", self.display_name))
@@ -121,6 +125,7 @@ class IntegrationConnector(models.Model):
             events.action_retry()
         if runs:
             runs.action_retry()
+        errors = errors.exists().filtered(lambda error: error.state == "new" and error.can_retry)
         if errors:
             errors.action_retry()
         return _notification(
