@@ -39,6 +39,7 @@ from ..const import CALL_LOGGER, KEYS_CONFIG_OPTION, KEYS_ENV_VARIABLE, MANAGER_
 # tests mute or capture these, never a module path that a refactoring may move.
 ADDON_LOGGER = "odoo.addons.integration_hub"
 CONNECTOR_LOGGER = f"{ADDON_LOGGER}.models.connector"
+HEALTH_LOGGER = f"{CONNECTOR_LOGGER}.health"
 EVENT_LOGGER = f"{ADDON_LOGGER}.models.webhook_event"
 ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.webhook"
 OAUTH2_ROUTE_LOGGER = f"{ADDON_LOGGER}.controllers.oauth2"

@@ -16,7 +16,7 @@ from odoo.addons.mail.tests.common import MockEmail
 from ..core import backoff
 from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
-from .common import CONNECTOR_LOGGER, IntegrationHubCase, Reply, run_job
+from .common import CONNECTOR_LOGGER, HEALTH_LOGGER, IntegrationHubCase, Reply, run_job
 
 SECRET = "sk_live_alerts_DO_NOT_LEAK_4242"
 ACTIVITY_TYPE = "integration_hub.mail_activity_type_integration_alert"
@@ -359,6 +359,23 @@ class TestAlerts(IntegrationHubCase, MockEmail):
         self.assertEqual(connector.health_status, "error", "nothing changed at the partner")
         live = self._alerts(connector, "status").filtered(lambda a: a.state != "resolved")
         self.assertEqual(len(live), 1, "the failing connector has its alert again")
+
+    def test_one_connectors_failing_notice_does_not_stop_the_health_check_of_the_others(self):
+        broken, fine = self._connector(), self._connector(name="Other API")
+        for connector in broken | fine:
+            self._set_traffic(connector, 10, 0)
+        original = type(broken)._health_changed
+
+        def fail_for_broken(record, previous):
+            if record == broken:
+                raise ValueError("template error")
+            return original(record, previous)
+
+        with patch.object(type(broken), "_health_changed", fail_for_broken), mute_logger(HEALTH_LOGGER):
+            (broken | fine)._refresh_health()
+        self.assertEqual(broken.health_status, "unknown", "its change was undone, to be tried next minute")
+        self.assertEqual(fine.health_status, "error")
+        self.assertTrue(self._alerts(fine, "status"), "the other connector was told")
 
     def test_operators_acknowledge_and_resolve_by_hand_but_do_not_edit_alerts(self):
         connector = self._connector()

@@ -9,7 +9,7 @@ from odoo.tests.common import BaseCase
 
 from ..core.health import availability, combine, traffic_status
 from ..models.integration_connector_state import state_cursor
-from .common import IntegrationHubCase, Reply
+from .common import IntegrationHubCase, Reply, run_job
 
 
 class TestTrafficStatus(BaseCase):
@@ -165,21 +165,36 @@ class TestHealthProbes(IntegrationHubCase):
         connector._request("GET", "/orders")  # the only slot of this minute
         self.assertFalse(connector._probe(), "no slot free: the probe is skipped, not sent")
         self.assertEqual(self.server.requests_to("/api/health"), [])
-        self.assertFalse(connector.last_probe_at, "still due: the cron tries again next minute")
+        self.assertFalse(connector.last_probe_at, "still due: the cron queues it again next minute")
 
-    def test_the_probe_cron_honours_each_connectors_interval(self):
+    def test_the_probe_cron_queues_one_probe_job_per_due_connector_at_its_interval(self):
         Connector = self.env["integration.connector"]
+        Job = self.env["queue.job"]
         Connector.search([]).write({"probe_interval": 0})
         every_5 = self._create_connector(probe_interval=5)
         never = self._create_connector(probe_interval=0)
         self.server.respond_with(lambda request: Reply(200, {"ok": True}))
+
+        def probe_jobs():
+            return Job.search([("method_name", "=", "_job_probe"), ("state", "=", "pending")])
+
         Connector._cron_probe_due()
         Connector._cron_probe_due()
-        self.assertEqual((every_5.probe_count, never.probe_count), (1, 0), "once per interval")
-        every_5.last_probe_at -= timedelta(minutes=5)
+        jobs = probe_jobs()
+        self.assertEqual(len(jobs), 1, "one waiting probe job per connector (its identity key)")
+        self.assertEqual(jobs.records, every_5)
+        self.assertIsNone(run_job(self.env, jobs.uuid))
+        self.assertEqual((every_5.probe_count, never.probe_count), (1, 0))
+        self.assertTrue(every_5.last_probe_ok)
         Connector._cron_probe_due()
-        every_5.invalidate_recordset(["probe_count"])
-        self.assertEqual(every_5.probe_count, 2)
+        self.assertFalse(probe_jobs(), "probed a moment ago: not due")
+        self.env.cr.execute(
+            "UPDATE integration_connector_probe SET checked_at = checked_at - interval '5 minutes' "
+            "WHERE connector_id = %s",
+            [every_5.id],
+        )
+        Connector._cron_probe_due()
+        self.assertEqual(probe_jobs().records, every_5, "due again after its interval")
 
     def test_old_probes_are_purged_by_retention(self):
         connector = self._create_connector(probe_retention_days=7)

@@ -161,15 +161,16 @@ class IntegrationConnector(models.Model):
         since = previous_check - RUN_LOOKBACK if previous_check else now - RUN_FIRST_LOOKBACK
         runs = connectors._alert_finished_runs(since)
         for connector in connectors:
-            if connector.health_status in ("warning", "error") and (connector.id, "status", "") not in live:
-                # Still failing, but its alert was resolved by hand: raised again (throttled).
-                self.env["integration.alert"]._raise(
-                    connector, "status", connector.health_reason, severity=connector.health_status
-                )
-            connector._alert_on_error_rate(rates.get(connector.id, (0, 0)), now, live)
-            connector._alert_on_exhausted_jobs(exhausted.get(connector.id), live)
-            connector._alert_on_stuck_jobs(stuck.get(connector.id), live)
-            connector._alert_on_runs(runs.get(connector.id, {}), live)
+            with connector._health_guard():
+                if connector.health_status in ("warning", "error") and (connector.id, "status", "") not in live:
+                    # Still failing, but its alert was resolved by hand: raised again (throttled).
+                    self.env["integration.alert"]._raise(
+                        connector, "status", connector.health_reason, severity=connector.health_status
+                    )
+                connector._alert_on_error_rate(rates.get(connector.id, (0, 0)), now, live)
+                connector._alert_on_exhausted_jobs(exhausted.get(connector.id), live)
+                connector._alert_on_stuck_jobs(stuck.get(connector.id), live)
+                connector._alert_on_runs(runs.get(connector.id, {}), live)
 
     def _alert_resolve_live(self, live, kind, key="", note=None):
         if (self.id, kind, key or "") in live:

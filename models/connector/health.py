@@ -1,3 +1,5 @@
+import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
 from markupsafe import Markup, escape
@@ -9,6 +11,8 @@ from ...core import health as health_rules
 from ..integration_connector_metric import LATENCY_BUCKETS_MS, flush_counts, percentile_from_histogram
 from ..integration_connector_state import state_cursor
 from .reliability import _epoch_to_datetime
+
+_logger = logging.getLogger(__name__)
 
 STATUSES = [("unknown", "Unknown"), ("ok", "OK"), ("warning", "Warning"), ("error", "Error")]
 SLA_WINDOWS = (("24h", 1), ("7d", 7), ("30d", 30))
@@ -281,8 +285,20 @@ class IntegrationConnector(models.Model):
             status, _reason = connector._health_now(inputs[connector.id])
             if status != previous:
                 # Written only on a change: the cron does not touch every connector row each minute.
-                connector.sudo().write({"health_status": status, "health_since": now})
-                connector._health_changed(previous)
+                with connector._health_guard():
+                    connector.sudo().write({"health_status": status, "health_since": now})
+                    connector._health_changed(previous)
+
+    @contextmanager
+    def _health_guard(self):
+        """One connector's health bookkeeping in a savepoint: its failure (a mail template
+        edited into an error...) is logged and undone, and the other connectors go on."""
+        try:
+            with self.env.cr.savepoint():
+                yield
+        except Exception:  # noqa: BLE001 - logged with its traceback; the check goes on
+            self.env.invalidate_all()
+            _logger.exception("integration_hub: the health check of connector %s failed", self.code)
 
     def _health_changed(self, previous):
         """Hook: the stored status of this connector moved from ``previous`` to ``health_status``."""

@@ -11,13 +11,11 @@ _logger = logging.getLogger(__name__)
 # A probe never waits long for an answer: it asks whether the API is there, and a slow
 # answer is an answer too.
 PROBE_READ_TIMEOUT = 10.0
-# At most this many connectors are probed by one run of the cron; the others wait a minute.
-PROBES_PER_RUN = 50
 
 
 class IntegrationConnector(models.Model):
-    """Active health probes: the probe cron GETs each connector's health path at the
-    connector's own interval, through the call path, and keeps the answer in
+    """Active health probes: the probe cron queues a job per connector whose interval has
+    elapsed; the job GETs the health path through the call path and keeps the answer in
     ``integration.connector.probe``.
 
     A probe takes one rate slot without waiting (when none is free it is skipped, so the
@@ -36,8 +34,8 @@ class IntegrationConnector(models.Model):
     probe_retention_days = fields.Integer(
         string="Keep Probes (days)", default=35, help="Probe history kept for the SLA figures (30 days)."
     )
-    last_probe_at = fields.Datetime(string="Last Probe", readonly=True, copy=False)
-    last_probe_ok = fields.Boolean(string="Last Probe OK", readonly=True, copy=False)
+    last_probe_at = fields.Datetime(string="Last Probe", compute="_compute_probe_count")
+    last_probe_ok = fields.Boolean(string="Last Probe OK", compute="_compute_probe_count")
     probe_count = fields.Integer(compute="_compute_probe_count")
 
     _sql_constraints = [
@@ -45,12 +43,24 @@ class IntegrationConnector(models.Model):
     ]
 
     def _compute_probe_count(self):
-        groups = self.env["integration.connector.probe"]._read_group(
-            [("connector_id", "in", self.ids)], ["connector_id"], ["__count"]
-        )
-        counts = {connector.id: count for connector, count in groups}
+        """Count and last probe from the history (the connector row is never written by a
+        probe: no lock on it while partners answer)."""
+        latest = {}
+        if self.ids:
+            Probe = self.env["integration.connector.probe"]
+            Probe.flush_model()
+            self.env.cr.execute(
+                """SELECT connector_id, COUNT(*), MAX(checked_at),
+                          (ARRAY_AGG(is_ok ORDER BY checked_at DESC, id DESC))[1]
+                     FROM integration_connector_probe WHERE connector_id = ANY(%s) GROUP BY connector_id""",
+                [self.ids],
+            )
+            latest = {row[0]: row[1:] for row in self.env.cr.fetchall()}
         for connector in self:
-            connector.probe_count = counts.get(connector.id, 0)
+            count, last_at, last_ok = latest.get(connector.id, (0, False, False))
+            connector.probe_count = count
+            connector.last_probe_at = last_at
+            connector.last_probe_ok = last_ok
 
     def action_open_probes(self):
         """Smart button: this connector's probe history."""
@@ -61,13 +71,35 @@ class IntegrationConnector(models.Model):
 
     @api.model
     def _cron_probe_due(self):
-        """Cron: probe the connectors whose interval has elapsed, the longest waiting first."""
-        now = fields.Datetime.now()
-        due = self.search([("probe_interval", ">", 0)], order="last_probe_at asc nulls first, id").filtered(
-            lambda c: not c.last_probe_at or (now - c.last_probe_at).total_seconds() >= c.probe_interval * 60 - 5
+        """Cron: queue a probe job for each connector whose interval has elapsed since its
+        last probe (one waiting job per connector at most: its identity key)."""
+        self.env["integration.connector.probe"].flush_model()
+        self.flush_model(["active", "probe_interval"])
+        self.env.cr.execute(
+            """SELECT c.id
+                 FROM integration_connector c
+                 LEFT JOIN LATERAL (SELECT MAX(checked_at) AS last_at FROM integration_connector_probe p
+                                     WHERE p.connector_id = c.id) p ON true
+                WHERE c.active AND c.probe_interval > 0
+                  AND (p.last_at IS NULL
+                       OR p.last_at <= (now() AT TIME ZONE 'UTC') - make_interval(mins => c.probe_interval)
+                                       + interval '5 seconds')
+             ORDER BY p.last_at NULLS FIRST, c.id"""
         )
-        for connector in due[:PROBES_PER_RUN]:
-            connector._probe()
+        due = self.browse([row[0] for row in self.env.cr.fetchall()])
+        for connector in due:
+            connector.with_delay(
+                **connector._job_delay_params(),
+                description=self.env._("%s: health probe", connector.name),
+                identity_key=f"integration.connector:probe:{connector.id}",
+                max_retries=1,
+            )._job_probe()
+        return len(due)
+
+    def _job_probe(self):
+        """Queue job entry point: one probe (its failures are its result, never a job failure)."""
+        probe = self._probe()
+        return probe.message if probe else "skipped: no rate slot free"
 
     def _probe(self):
         """One probe: GET the health path; record status and latency. Returns the probe, or
@@ -97,6 +129,4 @@ class IntegrationConnector(models.Model):
             values.update(is_ok=200 <= status < 300, is_up=status < 500, status_code=status)
             values["message"] = f"HTTP {status} {response.reason or ''}".strip()
         values["latency_ms"] = int((time.monotonic() - started) * 1000)
-        probe = self.env["integration.connector.probe"].sudo().create(values)
-        self.sudo().write({"last_probe_at": values["checked_at"], "last_probe_ok": values["is_ok"]})
-        return probe
+        return self.env["integration.connector.probe"].sudo().create(values)
