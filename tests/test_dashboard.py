@@ -1,10 +1,14 @@
 """The operator's Overview: card figures, card buttons, and a tour from a red card to a Retry."""
 
+import re
 from datetime import timedelta
+from unittest.mock import patch
 
 from odoo import fields
 from odoo.tests import HttpCase, tagged
 
+from ..models.connector import health, monitoring
+from ..models.integration_connector_state import state_cursor
 from .common import (
     IntegrationHubCase,
     IntegrationHubMixin,
@@ -98,6 +102,36 @@ class TestOverview(OverviewMixin, IntegrationHubCase):
         self.assertEqual((event.state, run.state), ("queued", "queued"))
         errors.invalidate_recordset()
         self.assertEqual(errors.mapped("state"), ["resolved", "resolved"])
+
+    def test_the_cards_figures_cost_the_same_queries_for_3_or_12_connectors(self):
+        """The Overview reads every connector's card at once: no query per connector."""
+        view = self.env.ref("integration_hub.integration_connector_view_kanban_overview")
+        arch = self.env["integration.connector"].get_views([(view.id, "kanban")])["views"]["kanban"]["arch"]
+        names = sorted(set(re.findall(r'<field name="(\w+)"', arch)))
+        self.assertIn("health_reason", names)
+        self.server.respond_with(lambda request: Reply(200, {"ok": True}))
+
+        def cost(count):
+            connectors = self.env["integration.connector"]
+            for _i in range(count):
+                connector = self._create_connector(webhook_signature="none")
+                connector._request("GET", "/orders")
+                connectors |= connector
+            self.env.flush_all()
+            self.env.invalidate_all()
+            opened = []
+            real = state_cursor
+
+            def counting(dbname):
+                opened.append(dbname)
+                return real(dbname)
+
+            queries = self.env.cr.sql_log_count
+            with patch.object(monitoring, "state_cursor", counting), patch.object(health, "state_cursor", counting):
+                connectors.read(names)
+            return self.env.cr.sql_log_count - queries, len(opened)
+
+        self.assertEqual(cost(3), cost(12), "(queries, shared-state connections) per read of the cards")
 
     def test_sync_now_runs_the_active_flows(self):
         connector = self._create_connector()
