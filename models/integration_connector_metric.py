@@ -22,6 +22,10 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 METHOD_CLASSES = [("read", "Read"), ("write", "Write")]
 
 
+# The hour of the archive row of each connector and class: the sums of the rows the purge removed.
+ARCHIVE_HOUR = "1970-01-01 00:00:00"
+
+
 def method_class(method):
     return "read" if (method or "GET").upper() in READ_METHODS else "write"
 
@@ -217,13 +221,60 @@ class IntegrationConnectorMetric(models.Model):
 
     @api.model
     def _cron_purge(self):
-        """Cron: remove hourly rows older than ``integration_hub.metric_retention_days``
-        (system parameter, 90 days by default: the SLA looks 30 days back)."""
+        """Cron: fold the hourly rows older than ``integration_hub.metric_retention_days``
+        (system parameter, 90 days by default, 31 at least: the SLA looks 30 days back) into
+        one archive row per connector and method class, dated ARCHIVE_HOUR.
+
+        Counts are never lost, so the totals the metrics route publishes as Prometheus
+        counters never go down (a drop would read as a counter reset, a false spike in
+        ``rate()``). One statement: the rows are deleted and added to the archive together.
+        """
         days = int(self.env["ir.config_parameter"].sudo().get_param("integration_hub.metric_retention_days", 90))
+        cells = len(LATENCY_BUCKETS_MS) + 1
         with state_cursor(self.env.cr.dbname) as cr:
             cr.execute(
-                """DELETE FROM integration_connector_metric
-                    WHERE hour < (now() AT TIME ZONE 'UTC') - make_interval(days => %s)""",
-                [max(days, 31)],
+                f"""
+                WITH gone AS (
+                    DELETE FROM integration_connector_metric
+                     WHERE hour < (now() AT TIME ZONE 'UTC') - make_interval(days => %(days)s)
+                       AND hour > %(archive)s
+                 RETURNING *
+                ), cells AS (
+                    SELECT connector_id, method_class, position, SUM(value) AS total
+                      FROM gone, unnest(gone.histogram) WITH ORDINALITY AS h(value, position)
+                  GROUP BY connector_id, method_class, position
+                ), folded AS (
+                    SELECT g.connector_id, g.method_class, SUM(g.calls) AS calls, SUM(g.ok) AS ok,
+                           SUM(g.client_error) AS client_error, SUM(g.retryable_error) AS retryable_error,
+                           SUM(g.connection_error) AS connection_error, SUM(g.refused) AS refused,
+                           SUM(g.latency_sum_ms) AS latency_sum_ms, MAX(g.latency_max_ms) AS latency_max_ms,
+                           MAX(g.last_ok_at) AS last_ok_at, MAX(g.last_failure_at) AS last_failure_at,
+                           (SELECT array_agg(c.total ORDER BY c.position)::integer[] FROM cells c
+                             WHERE c.connector_id = g.connector_id AND c.method_class = g.method_class) AS histogram
+                      FROM gone g
+                  GROUP BY g.connector_id, g.method_class
+                )
+                INSERT INTO integration_connector_metric AS m
+                       (connector_id, hour, method_class, calls, ok, client_error, retryable_error,
+                        connection_error, refused, latency_sum_ms, latency_max_ms, last_ok_at, last_failure_at,
+                        histogram)
+                SELECT connector_id, %(archive)s, method_class, calls, ok, client_error, retryable_error,
+                       connection_error, refused, latency_sum_ms, latency_max_ms, last_ok_at, last_failure_at,
+                       COALESCE(histogram, array_fill(0, ARRAY[{cells}]))
+                  FROM folded
+                ON CONFLICT (connector_id, hour, method_class) DO UPDATE SET
+                    calls = m.calls + EXCLUDED.calls,
+                    ok = m.ok + EXCLUDED.ok,
+                    client_error = m.client_error + EXCLUDED.client_error,
+                    retryable_error = m.retryable_error + EXCLUDED.retryable_error,
+                    connection_error = m.connection_error + EXCLUDED.connection_error,
+                    refused = m.refused + EXCLUDED.refused,
+                    latency_sum_ms = m.latency_sum_ms + EXCLUDED.latency_sum_ms,
+                    latency_max_ms = GREATEST(m.latency_max_ms, EXCLUDED.latency_max_ms),
+                    last_ok_at = GREATEST(m.last_ok_at, EXCLUDED.last_ok_at),
+                    last_failure_at = GREATEST(m.last_failure_at, EXCLUDED.last_failure_at),
+                    histogram = ARRAY(SELECT a + b FROM unnest(m.histogram, EXCLUDED.histogram) AS x(a, b))
+                """,  # noqa: S608 - cells is a constant
+                {"days": max(days, 31), "archive": ARCHIVE_HOUR},
             )
             return cr.rowcount

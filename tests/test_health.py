@@ -283,3 +283,39 @@ class TestHealthFigures(IntegrationHubCase):
         self.assertIn("70%", table)
         self.assertIn("text-danger", table, "missed targets are red")
         self.assertIn("text-success", table, "the write latency target is met")
+
+
+    def test_the_purge_folds_old_hours_into_an_archive_row_so_totals_never_go_down(self):
+        connector = self._create_connector()
+        Metric = self.env["integration.connector.metric"]
+
+        def totals():
+            with state_cursor(self.env.cr.dbname) as cr:
+                cr.execute(
+                    """SELECT COUNT(*), SUM(calls), SUM(ok), SUM(retryable_error), SUM(histogram[1]),
+                              SUM(histogram[12]), MAX(last_ok_at)
+                         FROM integration_connector_metric WHERE connector_id = %s""",
+                    [connector.id],
+                )
+                return cr.fetchone()
+
+        self._bucket(connector, 24 * 100, calls=10, ok=8, retryable_error=2, histogram=[10] + [0] * 11)
+        self._bucket(connector, 24 * 95, calls=5, ok=5, histogram=[0] * 11 + [5])
+        self._bucket(connector, 1, calls=7, ok=7, histogram=[7] + [0] * 11)
+        before = totals()
+        Metric._cron_purge()
+        after = totals()
+        self.assertEqual(after[0], 2, "the two old hours became one archive row; the recent one stays")
+        self.assertEqual(after[1:], before[1:], "no count lost")
+        self._bucket(connector, 24 * 120, calls=3, ok=3, histogram=[3] + [0] * 11)
+        Metric._cron_purge()
+        self.assertEqual(totals()[:3], (2, 25, 23), "a later purge adds to the archive row")
+        with state_cursor(self.env.cr.dbname) as cr:
+            cr.execute(
+                "SELECT hour, histogram FROM integration_connector_metric WHERE connector_id = %s ORDER BY hour",
+                [connector.id],
+            )
+            archive = cr.fetchone()
+        self.assertEqual(str(archive[0]), "1970-01-01 00:00:00")
+        self.assertEqual(archive[1], [13] + [0] * 10 + [5])
+        self.assertEqual(connector._sla_figures()["availability_30d"], 100.0, "the archive is not in the SLA")
