@@ -284,7 +284,6 @@ class TestHealthFigures(IntegrationHubCase):
         self.assertIn("text-danger", table, "missed targets are red")
         self.assertIn("text-success", table, "the write latency target is met")
 
-
     def test_the_purge_folds_old_hours_into_an_archive_row_so_totals_never_go_down(self):
         connector = self._create_connector()
         Metric = self.env["integration.connector.metric"]

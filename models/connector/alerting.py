@@ -276,17 +276,12 @@ class IntegrationConnector(models.Model):
     # Stuck jobs
 
     def _alert_stuck_jobs(self, now):
-        """Connector id -> (stuck jobs, oldest since), each connector with its own threshold:
-        one query per distinct threshold (usually one)."""
-        result = {}
-        Job = self.env["queue.job"]
-        for minutes in set(self.mapped("stuck_job_minutes")):
-            figures = Job._integration_job_figures(stuck_minutes=minutes)
-            for connector in self.filtered(lambda c, minutes=minutes: c.stuck_job_minutes == minutes):
-                found = figures.get(connector.id)
-                if found and found["stuck"]:
-                    result[connector.id] = (found["stuck"], found["oldest_stuck_at"])
-        return result
+        """Connector id -> (stuck jobs, oldest since), each connector with its own threshold."""
+        return {
+            connector_id: (found["stuck"], found["oldest_stuck_at"])
+            for connector_id, found in self._job_figures().items()
+            if found["stuck"]
+        }
 
     def _alert_on_stuck_jobs(self, figures, live):
         if not figures:

@@ -76,7 +76,6 @@ class IntegrationConnector(models.Model):
     job_stuck_count = fields.Integer(string="Stuck Jobs", compute="_compute_health_figures")
 
     # SLA
-    # SLA
     sla_availability_target = fields.Float(
         string="Availability Target (%)",
         default=99.5,
@@ -214,16 +213,22 @@ class IntegrationConnector(models.Model):
             figures.update(probes_1h=probes_1h, probes_ok_1h=ok_1h, probes_24h=probes_24h, probes_ok_24h=ok_24h)
             if last_ok_probe and (not figures["last_success_at"] or last_ok_probe > figures["last_success_at"]):
                 figures["last_success_at"] = last_ok_probe
+        for connector_id, jobs in self._job_figures().items():
+            inputs[connector_id]["failed_jobs"] = jobs["failed"]
+            inputs[connector_id]["stuck_jobs"] = jobs["stuck"]
+        return inputs
+
+    def _job_figures(self):
+        """``{connector id: {"failed", "stuck", "oldest_stuck_at"}}`` of these connectors' jobs,
+        each stuck after its own *Job Stuck After* (one query per distinct threshold)."""
         thresholds = {}
         for connector in self:
             thresholds.setdefault(max(connector.stuck_job_minutes, 1), []).append(connector.id)
+        figures = {}
         for minutes, connector_ids in thresholds.items():
             jobs = self.env["queue.job"].sudo()._integration_job_figures(stuck_minutes=minutes)
-            for connector_id in connector_ids:
-                if connector_id in jobs:
-                    inputs[connector_id]["failed_jobs"] = jobs[connector_id]["failed"]
-                    inputs[connector_id]["stuck_jobs"] = jobs[connector_id]["stuck"]
-        return inputs
+            figures.update({connector_id: jobs[connector_id] for connector_id in connector_ids if connector_id in jobs})
+        return figures
 
     def _traffic_part(self, figures):
         return health_rules.traffic_status(

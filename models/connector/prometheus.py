@@ -130,7 +130,7 @@ class IntegrationConnector(models.Model):
             [WAITING_STATES, (*WAITING_STATES, "failed")],
         )
         events = {connector_id: (waiting, failed) for connector_id, waiting, failed in cr.fetchall()}
-        jobs = self.env["queue.job"]._integration_job_figures()
+        jobs = self.browse(ids)._job_figures()
         cr.execute(
             f"""SELECT f.connector_id, f.code, r.state, COUNT(r.id),
                        {", ".join(f"COALESCE(SUM(r.{column}), 0)" for column in SYNC_RECORD_COUNTS.values())}
@@ -191,7 +191,9 @@ class IntegrationConnector(models.Model):
         )
         jobs_failed = Family("integration_jobs_failed", "Failed queue jobs of the connector.", "gauge")
         jobs_stuck = Family(
-            "integration_jobs_stuck", "Queue jobs of the connector started or enqueued for over 30 minutes.", "gauge"
+            "integration_jobs_stuck",
+            "Queue jobs of the connector started or enqueued for longer than its Job Stuck After (30 min by default).",
+            "gauge",
         )
         last_success = Family(
             "integration_last_success_age_seconds",
