@@ -4,9 +4,10 @@ import re
 from datetime import timedelta
 from unittest.mock import patch
 
-from odoo import fields
+from odoo import Command, fields
 from odoo.tests import HttpCase, tagged
 
+from ..const import USER_GROUP
 from ..models.connector import health, monitoring
 from ..models.integration_connector_state import state_cursor
 from .common import (
@@ -149,7 +150,7 @@ class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
         super().setUpClass()
         cls._setup_env()
 
-    def test_a_failing_connectors_card_is_red_and_its_failed_event_is_retried_in_two_clicks(self):
+    def test_an_operator_sees_a_failing_card_in_red_and_retries_its_failed_event_in_two_clicks(self):
         connector = self._create_connector(
             name="Failing Shop", webhook_signature="none", retry_max_attempts=1, circuit_threshold=0
         )
@@ -169,8 +170,16 @@ class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
         )
         self.assertTrue(shot.startswith(b"\x89PNG"))
 
+        operator = self.env["res.users"].create(
+            {
+                "name": "Overview Operator",
+                "login": "ih_overview_operator",
+                "password": "ih_overview_operator",
+                "groups_id": [Command.set([self.env.ref(USER_GROUP).id])],
+            }
+        )
         with tour_orders_imported_inline(connector):
-            self.start_tour("/odoo", "integration_hub_dashboard_tour", login="admin")
+            self.start_tour("/odoo", "integration_hub_dashboard_tour", login=operator.login)
         event.invalidate_recordset()
         self.assertEqual((event.state, event.result_note), ("done", "order TOUR-1 imported"))
 
