@@ -1,12 +1,25 @@
-"""A requests transport that connects only to addresses checked by ``urlsafety``.
+"""A requests transport that connects only to addresses checked by ``urlsafety``, and
+holds each exchange to a total deadline.
 
 urllib3 resolves and connects in one step (``create_connection``); the connection
 classes below resolve with ``urlsafety.resolve`` instead, which checks every address,
 and connect to those same addresses. TLS still verifies the certificate against the
 host name, since only the socket is made here.
+
+Connect and read timeouts bound each wait for a byte, not the exchange: a server that
+trickles one byte every 20 s never trips a 30 s read timeout. Inside ``deadline(seconds)``
+the sockets the thread's connections use are registered with one watchdog thread per
+process, which shuts them down when the deadline passes; the blocked read then fails at
+once and the caller learns the deadline expired (``Deadline.expired``).
 """
 
+import heapq
+import itertools
+import os
 import socket
+import threading
+import time
+from contextlib import contextmanager, suppress
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -18,8 +31,108 @@ from urllib3.util.timeout import _DEFAULT_TIMEOUT
 from .urlsafety import resolve
 
 
+class Deadline:
+    """The deadline of one exchange: the sockets it uses, and whether it expired."""
+
+    __slots__ = ("at", "expired", "sockets", "lock")
+
+    def __init__(self, at):
+        self.at = at
+        self.expired = False
+        self.sockets = []
+        self.lock = threading.Lock()
+
+    def watch(self, sock):
+        with self.lock:
+            if self.expired:
+                _shutdown(sock)
+            elif self.sockets is not None:
+                self.sockets.append(sock)
+
+    def expire(self):
+        """Cut the exchange short, unless it has ended (its sockets then belong to the pool)."""
+        with self.lock:
+            if self.sockets is None:
+                return
+            self.expired = True
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock):
+    with suppress(OSError):  # already closed: nothing left to stop
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread per process that expires the deadlines due (a heap, one wake-up each)."""
+
+    def __init__(self):
+        self._heap = []
+        self._order = itertools.count()
+        self._condition = threading.Condition()
+        self._pid = None
+
+    def add(self, deadline):
+        with self._condition:
+            if self._pid != os.getpid():  # started on first use, again in a forked worker
+                threading.Thread(target=self._run, name="integration_hub deadlines", daemon=True).start()
+                self._pid = os.getpid()
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._heap[0][2] is deadline:
+                self._condition.notify()
+
+    def _run(self):
+        while True:
+            with self._condition:
+                while not self._heap:
+                    self._condition.wait()
+                at, _order, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._condition.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_watchdog = _Watchdog()
+_current = threading.local()
+
+
+@contextmanager
+def deadline(seconds):
+    """Hold the exchanges of this thread inside the block to ``seconds`` in total; yields the
+    ``Deadline`` (``expired`` tells whether it cut the exchange short)."""
+    current = Deadline(time.monotonic() + seconds)
+    _current.deadline = current
+    _watchdog.add(current)
+    try:
+        yield current
+    finally:
+        _current.deadline = None
+        with current.lock:
+            current.sockets = None  # ended: the watchdog leaves its (pooled) sockets alone
+
+
+def _watch(sock):
+    current = getattr(_current, "deadline", None)
+    if current is not None and sock is not None:
+        current.watch(sock)
+
+
 class _GuardedConnectionMixin:
     allow_private = False
+
+    def connect(self):
+        result = super().connect()
+        _watch(self.sock)
+        return result
+
+    def request(self, *args, **kwargs):
+        _watch(self.sock)  # a pooled connection reused: its socket is watched too
+        return super().request(*args, **kwargs)
 
     def _new_conn(self):
         infos = resolve(self.host, self.port, allow_private=self.allow_private)

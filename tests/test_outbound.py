@@ -421,3 +421,77 @@ class TestMetricsAndDebug(IntegrationHubCase):
         connector.action_debug_stop()
         connector._request("GET", "/quiet-again")
         self.assertEqual(self.env["integration.call.log"].search_count([("connector_id", "=", connector.id)]), 1)
+
+
+class TricklingServer:
+    """A raw HTTP server on 127.0.0.1 that answers each request a byte at a time, one byte
+    every ``interval`` seconds: the status line and headers too (``headers_too``), or only
+    the body. Every wait between bytes is far under a read timeout."""
+
+    def __init__(self, interval=0.2, headers_too=False, body=b"x" * 40):
+        self.interval = interval
+        self.head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)
+        self.body = body
+        self.headers_too = headers_too
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _address = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection):
+        with connection:
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(4096)
+                if not self.headers_too:
+                    connection.sendall(self.head)
+                for byte in (self.head if self.headers_too else b"") + self.body:
+                    time.sleep(self.interval)
+                    connection.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up: what the deadline is for
+
+    def stop(self):
+        self.listener.close()
+
+
+@tagged("post_install", "-at_install")
+class TestTotalDeadline(IntegrationHubCase):
+    def _trickled(self, **server_options):
+        server = TricklingServer(**server_options)
+        self.addCleanup(server.stop)
+        connector = self._create_connector(base_url=server.url, timeout_read=2, timeout_total=1, retry_max_attempts=1)
+        started = time.monotonic()
+        with self.assertRaises(IntegrationConnectionError) as caught, mute_logger(CONNECTOR_LOGGER):
+            connector._request("GET", "/slow")
+        return time.monotonic() - started, str(caught.exception)
+
+    def test_a_body_trickled_a_byte_at_a_time_is_cut_at_the_total_timeout(self):
+        elapsed, message = self._trickled()
+        self.assertIn("timed out after 1 s (no complete answer within the total timeout)", message)
+        # 40 bytes, one every 0.2 s: 8 s without the deadline, each wait under the 2 s read timeout.
+        self.assertLess(elapsed, 6, "cut at the deadline, not after the whole trickle")
+
+    def test_headers_trickled_a_byte_at_a_time_are_cut_too(self):
+        elapsed, message = self._trickled(headers_too=True)
+        self.assertIn("total timeout", message)
+        self.assertLess(elapsed, 6)
+
+    def test_the_default_total_is_connect_plus_read_and_a_fast_answer_is_untouched(self):
+        connector = self._create_connector(timeout_connect=5, timeout_read=30)
+        self.assertEqual(connector._total_timeout((5, 30)), 35)
+        connector.timeout_total = 0.3
+        self.server.respond_with(lambda request: Reply(200, {"ok": True}))
+        for _i in range(3):
+            self.assertEqual(connector._request("GET", "/orders").json(), {"ok": True})
+            # Past the deadline of the call that ended: its pooled connection is left alone.
+            time.sleep(0.4)
+        self.assertEqual(len(self.server.requests_to("/api/orders")), 3)

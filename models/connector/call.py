@@ -11,6 +11,7 @@ import requests
 
 from odoo import models
 
+from ...core import transport
 from ...core.backoff import parse_retry_after
 from ...core.exceptions import (
     IntegrationCircuitOpenError,
@@ -218,10 +219,12 @@ class IntegrationConnector(models.Model):
         session = _get_session(dbname, self.id, self.allow_private_network, self.verify_tls)
         started = time.monotonic()
         response = error = None
+        total = self._total_timeout(call_kwargs["timeout"])
         try:
-            response = session.request(method, url, **call_kwargs)
+            with transport.deadline(total) as deadline:
+                response = session.request(method, url, **call_kwargs)
         except requests.exceptions.RequestException as exc:
-            error = self._connection_error(method, url, exc)
+            error = self._connection_error(method, url, exc, total if deadline.expired else None)
         except UnsafeURLError as exc:
             error = IntegrationConfigError(
                 self.env._(
@@ -333,10 +336,20 @@ class IntegrationConnector(models.Model):
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
-    def _connection_error(self, method, url, exc):
-        """The typed error of a transport failure, with its root cause in words (refused, TLS, timeout)."""
+    def _total_timeout(self, timeout):
+        """Seconds a whole exchange may take: the connector's *Total Timeout*, else the
+        call's connect and read timeouts added up."""
+        if self.timeout_total > 0:
+            return self.timeout_total
+        return sum(timeout) if isinstance(timeout, tuple | list) else float(timeout)
+
+    def _connection_error(self, method, url, exc, deadline=None):
+        """The typed error of a transport failure, with its root cause in words (refused, TLS,
+        timeout; ``deadline``: the total timeout in seconds, when it cut the exchange short)."""
         safe_url = redact_url(url, self._sensitive_param_names())
-        if isinstance(exc, requests.exceptions.SSLError):
+        if deadline is not None:
+            reason = self.env._("timed out after %s s (no complete answer within the total timeout)", f"{deadline:g}")
+        elif isinstance(exc, requests.exceptions.SSLError):
             reason = self.env._("TLS error (certificate not trusted or handshake failed)")
         elif isinstance(exc, requests.exceptions.ConnectTimeout):
             reason = self.env._("connection timed out after %s s", self.timeout_connect)

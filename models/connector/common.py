@@ -67,6 +67,12 @@ class IntegrationConnector(models.Model):
     # Request defaults
     timeout_connect = fields.Float(string="Connect Timeout (s)", default=5.0)
     timeout_read = fields.Float(string="Read Timeout (s)", default=30.0)
+    timeout_total = fields.Float(
+        string="Total Timeout (s)",
+        help="The longest a whole exchange may take, the answer read to its end. 0: the connect and "
+        "read timeouts added up. The read timeout bounds each wait for a byte only: a server "
+        "that trickles its answer would otherwise hold the call (and its worker) for hours.",
+    )
     default_headers = fields.Text(
         help='JSON object of headers sent with every call, e.g. {"Accept": "application/json"}.'
     )
@@ -96,6 +102,7 @@ class IntegrationConnector(models.Model):
         ("code_uniq", "unique(code)", "Another connector already uses this code."),
         ("timeout_connect_positive", "CHECK(timeout_connect > 0)", "The connect timeout must be positive."),
         ("timeout_read_positive", "CHECK(timeout_read > 0)", "The read timeout must be positive."),
+        ("timeout_total_positive", "CHECK(timeout_total >= 0)", "The total timeout cannot be negative."),
     ]
 
     @api.constrains("code")
