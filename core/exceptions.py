@@ -54,6 +54,10 @@ class IntegrationConnectionError(IntegrationError):
     retryable = True
 
 
+class IntegrationTimeLimitError(IntegrationConnectionError):
+    """The running job reached its time limit: the call was cut short, or not sent."""
+
+
 # HTTP statuses worth retrying: the request may succeed later unchanged.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -116,6 +116,24 @@ def deadline(seconds):
             current.sockets = None  # ended: the watchdog leaves its (pooled) sockets alone
 
 
+@contextmanager
+def time_limit(seconds):
+    """A job's time limit: the exchanges of this thread inside the block end by it (each one's
+    deadline is the earlier of its own total and what is left). See ``time_left``."""
+    previous = getattr(_current, "limit", None)
+    _current.limit = (time.monotonic() + seconds, seconds)
+    try:
+        yield
+    finally:
+        _current.limit = previous
+
+
+def time_left():
+    """``(seconds left, the limit)`` of the time limit this thread runs under, or None."""
+    limit = getattr(_current, "limit", None)
+    return None if limit is None else (limit[0] - time.monotonic(), limit[1])
+
+
 def _watch(sock):
     current = getattr(_current, "deadline", None)
     if current is not None and sock is not None:

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..core import transport
 from ..core.exceptions import IntegrationError
 
 _logger = logging.getLogger(__name__)
@@ -200,7 +201,14 @@ class IntegrationSyncRun(models.Model):
         return job
 
     def _job_run(self):
-        """Queue job entry point: work on this window or batch (resumable)."""
+        """Queue job entry point: ``_run`` within the flow's job time limit (a window cut short
+        resumes at its next page when the job is retried)."""
+        self.ensure_one()
+        with transport.time_limit(self.flow_id._job_time_limit()):
+            return self._run()
+
+    def _run(self):
+        """Work on this window or batch (resumable)."""
         self.ensure_one()
         if self.state in ("done", "partial", "failed"):
             if self.kind == "window":

@@ -13,13 +13,14 @@ from odoo.tools import mute_logger
 from odoo.addons.queue_job.exception import RetryableJobError
 
 from ..const import CHANNEL_OUTBOUND
-from ..core import backoff
+from ..core import backoff, transport
 from ..core.exceptions import (
     IntegrationCircuitOpenError,
     IntegrationConfigError,
     IntegrationConnectionError,
     IntegrationHTTPError,
     IntegrationRateLimitedError,
+    IntegrationTimeLimitError,
 )
 from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
@@ -495,3 +496,37 @@ class TestTotalDeadline(IntegrationHubCase):
             # Past the deadline of the call that ended: its pooled connection is left alone.
             time.sleep(0.4)
         self.assertEqual(len(self.server.requests_to("/api/orders")), 3)
+
+
+@tagged("post_install", "-at_install")
+class TestJobTimeLimit(IntegrationHubCase):
+    def test_a_queued_call_is_cut_at_the_jobs_time_limit_and_retried(self):
+        server = TricklingServer(interval=0.3)
+        self.addCleanup(server.stop)
+        # Total timeout 30 s: only the job's own limit (1 s) can stop this 12 s trickle early.
+        connector = self._create_connector(base_url=server.url, timeout_read=5, timeout_total=30, job_time_limit=1)
+        job = connector._enqueue_call("GET", "/slow", operation="Read slowly")
+        started = time.monotonic()
+        with mute_logger(CONNECTOR_LOGGER):
+            outcome = run_job(self.env, job.uuid)
+        self.assertLess(time.monotonic() - started, 8, "cut at the job's limit, not after the trickle")
+        self.assertIsInstance(outcome, RetryableJobError, "retried as after a timeout")
+        self.assertIn("the job timed out after 1 s (its time limit) before the answer ended", str(outcome))
+
+    def test_nothing_is_sent_once_the_time_limit_is_spent(self):
+        connector = self._create_connector()
+        self.server.respond_with(lambda request: Reply(200, {"ok": True}))
+        with transport.time_limit(0.05):
+            connector._request("GET", "/orders")  # within the limit
+            time.sleep(0.1)
+            with self.assertRaisesRegex(IntegrationTimeLimitError, r"timed out after 0\.05 s .*no call sent"):
+                connector._request("GET", "/orders")
+        self.assertEqual(len(self.server.requests_to("/api/orders")), 1)
+
+    def test_the_default_limits_come_from_the_timeouts(self):
+        connector = self._create_connector(timeout_connect=5, timeout_read=30)
+        self.assertEqual(connector._job_time_limit(), 140)
+        connector.write({"timeout_connect": 1, "timeout_read": 2})
+        self.assertEqual(connector._job_time_limit(), 60, "a minute at least")
+        connector.job_time_limit = 15
+        self.assertEqual(connector._job_time_limit(), 15)

@@ -20,6 +20,7 @@ from ...core.exceptions import (
     IntegrationError,
     IntegrationHTTPError,
     IntegrationRateLimitedError,
+    IntegrationTimeLimitError,
     SharedStateBusyError,
     UnsafeURLError,
     describe_transport_error,
@@ -178,6 +179,10 @@ class IntegrationConnector(models.Model):
     def _send_authenticated(self, method, url, kwargs, health_probe=False, operation=None):
         """One HTTP exchange: admission (breaker, rate), auth, send, bookkeeping (``operation``
         names it in the call's log line)."""
+        # The exchange's deadline: its total timeout, or what the running job's limit leaves
+        # (nothing left: nothing is sent, no rate slot taken).
+        total = self._total_timeout(kwargs["timeout"])
+        limited = self._job_time_left(total)
         dbname = self.env.cr.dbname
         State = self.env["integration.connector.state"]
         # Credentials first (an OAuth2 token may need fetching): a failure there must not
@@ -219,12 +224,13 @@ class IntegrationConnector(models.Model):
         session = _get_session(dbname, self.id, self.allow_private_network, self.verify_tls)
         started = time.monotonic()
         response = error = None
-        total = self._total_timeout(call_kwargs["timeout"])
         try:
-            with transport.deadline(total) as deadline:
+            with transport.deadline(limited or total) as deadline:
                 response = session.request(method, url, **call_kwargs)
         except requests.exceptions.RequestException as exc:
             error = self._connection_error(method, url, exc, total if deadline.expired else None)
+            if deadline.expired and limited:
+                error = self._time_limit_error(method, url, sent=True)
         except UnsafeURLError as exc:
             error = IntegrationConfigError(
                 self.env._(
@@ -336,6 +342,35 @@ class IntegrationConnector(models.Model):
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
+    def _job_time_left(self, total):
+        """Seconds the running job's time limit leaves this call when shorter than ``total``
+        (else None); raises when nothing is left, before anything is sent."""
+        left = transport.time_left()
+        if left is None or left[0] >= total:
+            return None
+        if left[0] <= 0:
+            raise self._time_limit_error(None, None, sent=False)
+        return left[0]
+
+    def _time_limit_error(self, method, url, sent):
+        limit = transport.time_left()[1]
+        if not sent:
+            return IntegrationTimeLimitError(
+                self.env._(
+                    "Connector %(code)s: the job timed out after %(limit)s s (its time limit); no call sent.",
+                    code=self.code,
+                    limit=f"{limit:g}",
+                )
+            )
+        return IntegrationTimeLimitError(
+            self.env._(
+                "%(method)s %(url)s: the job timed out after %(limit)s s (its time limit) before the answer ended",
+                method=method,
+                url=redact_url(url, self._sensitive_param_names()),
+                limit=f"{limit:g}",
+            )
+        )
+
     def _total_timeout(self, timeout):
         """Seconds a whole exchange may take: the connector's *Total Timeout*, else the
         call's connect and read timeouts added up."""
@@ -388,6 +423,12 @@ class IntegrationConnector(models.Model):
         )._job_call(method, path, params=params, json=json, operation=operation)
 
     def _job_call(self, method, path, params=None, json=None, operation=None):  # noqa: A002
-        """Queue job entry point: one call through ``_request``."""
-        response = self._request(method, path, params=params, json=json, operation=operation)
+        """Queue job entry point: one call through ``_request``, within the job time limit."""
+        with transport.time_limit(self._job_time_limit()):
+            response = self._request(method, path, params=params, json=json, operation=operation)
         return f"HTTP {response.status_code}"
+
+    def _job_time_limit(self):
+        """Seconds one of this connector's jobs may run (see *Job Time Limit*)."""
+        self.ensure_one()
+        return self.job_time_limit or max(60.0, 4 * (self.timeout_connect + self.timeout_read))

@@ -4,6 +4,7 @@ import time
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ...core import transport
 from ...core.exceptions import IntegrationConfigError, IntegrationError, IntegrationRefusedError
 
 _logger = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class IntegrationConnector(models.Model):
 
     def _job_probe(self):
         """Queue job entry point: one probe (its failures are its result, never a job failure)."""
-        probe = self._probe()
+        with transport.time_limit(self._job_time_limit()):
+            probe = self._probe()
         return probe.message if probe else "skipped: no rate slot free"
 
     def _probe(self):

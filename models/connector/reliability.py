@@ -71,6 +71,12 @@ class IntegrationConnector(models.Model):
     retry_max_attempts = fields.Integer(string="Max Attempts", default=5)
     retry_backoff_base = fields.Float(string="Backoff Base (s)", default=2.0)
     retry_backoff_cap = fields.Float(string="Backoff Cap (s)", default=300.0)
+    job_time_limit = fields.Integer(
+        string="Job Time Limit (s)",
+        help="The longest one of this connector's jobs (a queued call, a webhook event, a probe) may "
+        "run: a call would end past it is cut short (or not sent) and the job retries as after a "
+        "timeout. 0: four times the connect and read timeouts, at least 60 s.",
+    )
 
     # Circuit breaker
     # Circuit breaker

@@ -225,6 +225,11 @@ class IntegrationSyncFlow(models.Model):
     interval_minutes = fields.Integer(string="Every (min)", default=0, help="0: only by Sync Now.")
     next_run_at = fields.Datetime(string="Next Run")
     last_run_at = fields.Datetime(string="Last Run", readonly=True)
+    job_time_limit = fields.Integer(
+        string="Job Time Limit (s)",
+        help="The longest the job of one window or batch may run; cut short, it is retried and "
+        "resumes at its next page. 0: ten times the connector's job time limit.",
+    )
     keep_days = fields.Integer(string="Keep Runs (days)", default=30)
     cleanup_limit = fields.Integer(
         string="Remove At Most", default=1000, help="Runs removed per cleanup, oldest first."
@@ -403,6 +408,11 @@ class IntegrationSyncFlow(models.Model):
             .with_company(self.company_id)
             .with_context(active_test=False, tracking_disable=True, mail_create_nolog=True, mail_notrack=True)
         )
+
+    def _job_time_limit(self):
+        """Seconds the job of one of this flow's windows or batches may run."""
+        self.ensure_one()
+        return self.job_time_limit or 10 * self.connector_id._job_time_limit()
 
     def _window_params(self, start, end):
         return {

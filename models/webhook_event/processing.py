@@ -6,7 +6,7 @@ from odoo import SUPERUSER_ID, fields, models
 from odoo.addons.queue_job.exception import RetryableJobError
 
 from ...const import LOCK_WEBHOOK_SEQUENTIAL
-from ...core import backoff
+from ...core import backoff, transport
 from ...core.exceptions import WebhookEventFailed, WebhookEventGaveUp, WebhookEventUnhandled
 from ...core.redact import redact_text
 from ...core.textsafe import clean_text, is_storable
@@ -26,7 +26,12 @@ class IntegrationWebhookEvent(models.Model):
     _inherit = "integration.webhook.event"
 
     def _job_process(self):
-        """Queue job entry point: run the connector's handler for this event.
+        """Queue job entry point: ``_process_event`` within the connector's job time limit."""
+        with transport.time_limit(self.connector_id._job_time_limit()):
+            return self._process_event()
+
+    def _process_event(self):
+        """Run the connector's handler for this event.
 
         The handler runs in a savepoint. In a real job, a failure is written through a
         fresh cursor (this transaction is about to roll back) and then raised, so that
