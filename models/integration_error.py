@@ -10,6 +10,7 @@ from odoo import api, fields, models
 from odoo.exceptions import AccessError, UserError
 
 from ..const import MANAGER_GROUP
+from ..core.actions import notification
 
 _logger = logging.getLogger(__name__)
 
@@ -126,16 +127,9 @@ class IntegrationFailureLog(models.Model):
             error._retry_target().with_env(self.env)._integration_retry()
             error._message_log(body=self.env._("Retried by %s: the job is queued again.", self.env.user.name))
         retryable.write({"state": "resolved"})
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": self.env._("Retry queued"),
-                "message": self.env._("%s failed operation(s) queued again.", len(retryable)),
-                "type": "success",
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-            },
-        }
+        return notification(
+            self.env._("Retry queued"), self.env._("%s failed operation(s) queued again.", len(retryable))
+        )
 
     def action_resolve(self):
         self.write({"state": "resolved"})

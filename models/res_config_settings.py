@@ -5,6 +5,7 @@ from odoo.exceptions import UserError
 
 from ..const import METRICS_ROUTE, METRICS_TOKEN_PARAM
 from ..controllers.metrics import token_digest
+from ..core.actions import notification
 
 MIN_TOKEN_LENGTH = 32
 
@@ -70,20 +71,14 @@ class ResConfigSettings(models.TransientModel):
         self.ensure_one()
         token = secrets.token_urlsafe(32)
         self.env["ir.config_parameter"].sudo().set_param(METRICS_TOKEN_PARAM, token_digest(token))
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": self.env._("New metrics token"),
-                "message": self.env._(
-                    "Copy it into Prometheus now; it is not shown again (the previous token no longer works): %s",
-                    token,
-                ),
-                "sticky": True,
-                "type": "warning",
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-            },
-        }
+        return notification(
+            self.env._("New metrics token"),
+            self.env._(
+                "Copy it into Prometheus now; it is not shown again (the previous token no longer works): %s", token
+            ),
+            kind="warning",
+            sticky=True,
+        )
 
     def action_integration_metrics_disable(self):
         """Button: forget the token; the route answers 404 again."""

@@ -6,6 +6,7 @@ from odoo import api, fields, models
 from odoo.exceptions import ValidationError
 
 from ...const import MANAGER_GROUP
+from ...core.actions import notification
 from ...core.exceptions import IntegrationConfigError
 from ...core.redact import redact_text, register_sensitive_name
 from ..integration_secret_mixin import secret_fields
@@ -77,15 +78,11 @@ class IntegrationConnector(models.Model):
         self.check_access("write")
         count = self._rotate_secrets()
         count += self.env["integration.oauth.token"].sudo().search([("connector_id", "in", self.ids)])._rotate_secrets()
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": self.env._("Secrets re-encrypted"),
-                "message": self.env._("%s secret(s) re-encrypted with the current key.", count),
-                "type": "success",
-            },
-        }
+        return notification(
+            self.env._("Secrets re-encrypted"),
+            self.env._("%s secret(s) re-encrypted with the current key.", count),
+            reload=False,
+        )
 
     # Authentication, dispatched on auth_type: _auth_apply_<type>(kwargs) edits the request.
 

@@ -3,6 +3,7 @@ from datetime import timedelta
 from odoo import fields, models
 from odoo.exceptions import UserError
 
+from ...core.actions import notification
 from ..integration_sync_run import STATES as RUN_STATES
 
 # The webhook backlog's drain rate is measured over this many minutes of processed events.
@@ -80,7 +81,7 @@ class IntegrationConnector(models.Model):
             raise UserError(self.env._("%s has no active sync flow to run.", self.display_name))
         for flow in flows:
             flow.action_sync_now()
-        return _notification(self.env._("Sync started"), self.env._("%s sync flow(s) started.", len(flows)))
+        return notification(self.env._("Sync started"), self.env._("%s sync flow(s) started.", len(flows)))
 
     def action_open_failed(self):
         """Card button: the connector's failed items, the kind with failures first
@@ -128,7 +129,7 @@ class IntegrationConnector(models.Model):
         errors = errors.exists().filtered(lambda error: error.state == "new" and error.can_retry)
         if errors:
             errors.action_retry()
-        return _notification(
+        return notification(
             self.env._("Retry queued"),
             self.env._(
                 "Queued again: %(events)s event(s), %(runs)s sync run(s), %(jobs)s job(s).",
@@ -137,16 +138,3 @@ class IntegrationConnector(models.Model):
                 jobs=len(errors),
             ),
         )
-
-
-def _notification(title, message):
-    return {
-        "type": "ir.actions.client",
-        "tag": "display_notification",
-        "params": {
-            "title": title,
-            "message": message,
-            "type": "success",
-            "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-        },
-    }

@@ -9,6 +9,7 @@ from odoo.exceptions import UserError
 
 from odoo.addons.base.models.ir_model import MODULE_UNINSTALL_FLAG
 
+from ...core.actions import notification
 from ...core.backoff import parse_retry_after
 from ...core.exceptions import RETRYABLE_STATUSES, IntegrationConfigError, IntegrationError
 from ...core.redact import redact_headers, redact_text, redact_url
@@ -157,22 +158,8 @@ class IntegrationConnector(models.Model):
         self.ensure_one()
         result = self._test_connection()
         if result["ok"]:
-            notification_type = "success"
-            title = self.env._("Connection OK")
-        else:
-            notification_type = "danger"
-            title = self.env._("Connection failed")
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": title,
-                "message": result["message"],
-                "type": notification_type,
-                "sticky": not result["ok"],
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-            },
-        }
+            return notification(self.env._("Connection OK"), result["message"])
+        return notification(self.env._("Connection failed"), result["message"], kind="danger", sticky=True)
 
     def action_debug_start(self):
         """Button: record every call for the next hour."""

@@ -1,6 +1,8 @@
 from odoo import models
 from odoo.exceptions import UserError
 
+from ...core.actions import notification
+
 
 class IntegrationSyncFlow(models.Model):
     """The flow's buttons: Sync Now, Full Reload, Pause/Resume, Reset Cursor, Runs, Bindings."""
@@ -60,13 +62,4 @@ class IntegrationSyncFlow(models.Model):
         return action
 
     def _notify(self, message):
-        return {
-            "type": "ir.actions.client",
-            "tag": "display_notification",
-            "params": {
-                "title": self.env._("Sync"),
-                "message": message,
-                "type": "success",
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-            },
-        }
+        return notification(self.env._("Sync"), message)

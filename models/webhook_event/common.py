@@ -5,6 +5,7 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ...core.actions import notification
 from ...core.jsonutil import loads, payload_bytes, pretty, pretty_payload
 
 _logger = logging.getLogger(__name__)
@@ -246,13 +247,4 @@ class IntegrationWebhookEvent(models.Model):
 
 
 def _notification(env, message):
-    return {
-        "type": "ir.actions.client",
-        "tag": "display_notification",
-        "params": {
-            "title": env._("Webhook events"),
-            "message": message,
-            "type": "success",
-            "next": {"type": "ir.actions.client", "tag": "soft_reload"},
-        },
-    }
+    return notification(env._("Webhook events"), message)
