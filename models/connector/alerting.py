@@ -2,9 +2,6 @@ from datetime import timedelta
 
 from odoo import fields, models
 
-from ..integration_connector_metric import flush_counts
-from ..integration_connector_state import state_cursor
-
 # Runs that finished this long before the previous health check are looked at again: a
 # run's finished_at is written before its transaction commits, so a check that started in
 # between did not see it yet.
@@ -179,18 +176,11 @@ class IntegrationConnector(models.Model):
     # The error rate held above its threshold
 
     def _alert_error_rates(self, now):
-        """Connector id -> (calls, successes) over the last hour of metric buckets (as
-        ``calls_1h`` and ``success_rate_1h`` count them), in one query."""
-        flush_counts(timeout=0.5)  # this process's latest calls included
-        with state_cursor(self.env.cr.dbname) as cr:
-            cr.execute(
-                """SELECT connector_id, SUM(calls), SUM(ok)
-                     FROM integration_connector_metric
-                    WHERE connector_id IN %s AND hour >= date_trunc('hour', %s::timestamp)
-                 GROUP BY connector_id""",
-                [tuple(self.ids), now - timedelta(hours=1)],
-            )
-            return {connector_id: (calls, ok) for connector_id, calls, ok in cr.fetchall()}
+        """Connector id -> (calls, successes) over the last hour, as ``calls_1h`` counts them."""
+        return {
+            connector_id: (buckets["calls_1h"], buckets["ok_1h"])
+            for connector_id, buckets in self._metrics_by_connector().items()
+        }
 
     def _alert_on_error_rate(self, figures, now, live):
         calls, ok = figures

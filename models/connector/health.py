@@ -10,7 +10,6 @@ from odoo.exceptions import ValidationError
 from ...core import health as health_rules
 from ..integration_connector_metric import LATENCY_BUCKETS_MS, flush_counts, percentile_from_histogram
 from ..integration_connector_state import state_cursor
-from .reliability import _epoch_to_datetime
 
 _logger = logging.getLogger(__name__)
 
@@ -117,7 +116,9 @@ class IntegrationConnector(models.Model):
             connector.job_stuck_count = figures["stuck_jobs"]
 
     def _health_inputs(self):
-        """Every figure health needs, per connector id, in five queries for the whole set."""
+        """Every figure health needs, per connector id, for the whole set at once: the call
+        buckets (``_metrics_by_connector``), the last success and failure, the breaker, the
+        probes and the job queue, a query or two each."""
         now = fields.Datetime.now()
         hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(hours=24)
         empty_histogram = [0] * (len(LATENCY_BUCKETS_MS) + 1)
@@ -146,33 +147,13 @@ class IntegrationConnector(models.Model):
         ids = [connector_id for connector_id in inputs if isinstance(connector_id, int)]
         if not ids:
             return inputs
-        flush_counts(timeout=0.5)  # this process's latest calls included
-        with state_cursor(self.env.cr.dbname) as cr:
-            # Buckets since the start of the hour an hour ago, as the connector's metrics count them.
-            cr.execute(
-                """SELECT connector_id, method_class,
-                          SUM(calls) FILTER (WHERE hour >= date_trunc('hour', %(hour_ago)s::timestamp)),
-                          SUM(ok) FILTER (WHERE hour >= date_trunc('hour', %(hour_ago)s::timestamp)),
-                          SUM(calls), SUM(ok),
-                          (SELECT array_agg(total ORDER BY position) FROM (
-                              SELECT position, SUM(value) AS total
-                                FROM integration_connector_metric m2,
-                                     unnest(m2.histogram) WITH ORDINALITY AS h(value, position)
-                               WHERE m2.connector_id = m.connector_id AND m2.method_class = m.method_class
-                                 AND m2.hour >= date_trunc('hour', %(day_ago)s::timestamp)
-                            GROUP BY position) buckets)
-                     FROM integration_connector_metric m
-                    WHERE connector_id = ANY(%(ids)s) AND hour >= date_trunc('hour', %(day_ago)s::timestamp)
-                 GROUP BY connector_id, method_class""",
-                {"ids": ids, "hour_ago": hour_ago, "day_ago": day_ago},
+        for connector_id, buckets in self._metrics_by_connector().items():
+            inputs[connector_id].update(
+                {key: buckets[key] for key in ("calls_1h", "ok_1h", "calls_24h", "ok_24h")},
+                histogram_read=buckets["histogram_read"],
+                histogram_write=buckets["histogram_write"],
             )
-            for connector_id, klass, calls_1h, ok_1h, calls_24h, ok_24h, histogram in cr.fetchall():
-                figures = inputs[connector_id]
-                figures["calls_1h"] += calls_1h or 0
-                figures["ok_1h"] += ok_1h or 0
-                figures["calls_24h"] += calls_24h or 0
-                figures["ok_24h"] += ok_24h or 0
-                figures[f"histogram_{klass}"] = [int(value) for value in histogram or empty_histogram]
+        with state_cursor(self.env.cr.dbname) as cr:
             # The last success and failure ever recorded: one index scan back per connector.
             cr.execute(
                 """SELECT c.id,
@@ -186,17 +167,14 @@ class IntegrationConnector(models.Model):
             for connector_id, last_ok_at, last_failure_at in cr.fetchall():
                 inputs[connector_id]["last_success_at"] = last_ok_at
                 inputs[connector_id]["last_failure_at"] = last_failure_at
-            cr.execute(
-                """SELECT connector_id, circuit_state, circuit_opened_at, circuit_last_error
-                     FROM integration_connector_state WHERE connector_id = ANY(%s)""",
-                [ids],
+        # The breaker's view as it is now (not as cached earlier in this transaction), for the set.
+        self.invalidate_recordset(["circuit_state", "circuit_opened_at", "circuit_last_error"])
+        for connector in self.filtered("id"):
+            inputs[connector.id].update(
+                circuit_state=connector.circuit_state,
+                circuit_opened_at=connector.circuit_opened_at,
+                circuit_last_error=connector.circuit_last_error,
             )
-            for connector_id, circuit_state, opened_at, last_error in cr.fetchall():
-                inputs[connector_id].update(
-                    circuit_state=circuit_state,
-                    circuit_opened_at=_epoch_to_datetime(opened_at),
-                    circuit_last_error=last_error,
-                )
         self.env["integration.connector.probe"].flush_model()
         self.env.cr.execute(
             """SELECT connector_id,

@@ -15,6 +15,7 @@ from ...core.exceptions import RETRYABLE_STATUSES, IntegrationConfigError, Integ
 from ...core.redact import redact_headers, redact_text, redact_url
 from ..integration_call_log import BODY_LIMIT
 from ..integration_connector_metric import (
+    LATENCY_BUCKETS_MS,
     IntegrationConnectorMetric,
     count_call_later,
     flush_counts,
@@ -77,22 +78,28 @@ class IntegrationConnector(models.Model):
     def _compute_metrics(self):
         figures = self._metrics_by_connector()
         for connector in self:
+            mine = figures.get(connector.id, {})
             for suffix in ("1h", "24h"):
-                calls, ok, histogram = figures.get((connector.id, suffix), (0, 0, []))
+                calls, ok = mine.get(f"calls_{suffix}", 0), mine.get(f"ok_{suffix}", 0)
                 connector[f"calls_{suffix}"] = calls
                 connector[f"success_rate_{suffix}"] = (100.0 * ok / calls) if calls else 0.0
-                connector[f"latency_p95_{suffix}"] = percentile_from_histogram(histogram, 0.95) or 0
+                connector[f"latency_p95_{suffix}"] = (
+                    percentile_from_histogram(mine.get(f"histogram_{suffix}"), 0.95) or 0
+                )
 
     def _metrics_by_connector(self):
-        """``{(connector id, "1h" | "24h"): (calls, successes, merged latency histogram)}`` from
-        the hourly buckets since the start of the hour an hour (a day) ago, for the whole set
-        in two queries (the Overview shows every connector)."""
+        """The hourly buckets of the set since the start of the hour an hour (a day) ago, in
+        two queries (the Overview shows every connector): per connector id, ``calls_1h``,
+        ``ok_1h``, ``calls_24h``, ``ok_24h`` and the merged latency histograms
+        ``histogram_1h``, ``histogram_24h``, ``histogram_read`` and ``histogram_write`` (24 h).
+        Connectors without a bucket are absent. Health, the cards and the alerts read these."""
         ids = [connector_id for connector_id in self.ids if isinstance(connector_id, int)]
         if not ids:
             return {}
         now = fields.Datetime.now()
         bounds = {"ids": ids, "hour_ago": now - timedelta(hours=1), "day_ago": now - timedelta(hours=24)}
         flush_counts(timeout=0.5)  # this process's latest calls included
+        cells = len(LATENCY_BUCKETS_MS) + 1
         figures = {}
         with state_cursor(self.env.cr.dbname) as cr:
             cr.execute(
@@ -106,21 +113,27 @@ class IntegrationConnector(models.Model):
                 bounds,
             )
             for connector_id, calls_1h, ok_1h, calls_24h, ok_24h in cr.fetchall():
-                figures[connector_id, "1h"] = (calls_1h, ok_1h, [])
-                figures[connector_id, "24h"] = (calls_24h, ok_24h, [])
+                figures[connector_id] = {
+                    "calls_1h": calls_1h,
+                    "ok_1h": ok_1h,
+                    "calls_24h": calls_24h,
+                    "ok_24h": ok_24h,
+                    **{f"histogram_{key}": [0] * cells for key in ("1h", "24h", "read", "write")},
+                }
             cr.execute(
-                """SELECT connector_id, position,
+                """SELECT connector_id, method_class, position,
                           COALESCE(SUM(value) FILTER (WHERE hour >= date_trunc('hour', %(hour_ago)s::timestamp)), 0),
                           SUM(value)
                      FROM integration_connector_metric m, unnest(m.histogram) WITH ORDINALITY AS h(value, position)
                     WHERE connector_id = ANY(%(ids)s) AND hour >= date_trunc('hour', %(day_ago)s::timestamp)
-                 GROUP BY connector_id, position
-                 ORDER BY connector_id, position""",
+                 GROUP BY connector_id, method_class, position""",
                 bounds,
             )
-            for connector_id, _position, in_hour, in_day in cr.fetchall():
-                figures[connector_id, "1h"][2].append(int(in_hour))
-                figures[connector_id, "24h"][2].append(int(in_day))
+            for connector_id, klass, position, in_hour, in_day in cr.fetchall():
+                mine = figures[connector_id]
+                mine["histogram_1h"][position - 1] += int(in_hour)
+                mine["histogram_24h"][position - 1] += int(in_day)
+                mine[f"histogram_{klass}"][position - 1] += int(in_day)
         return figures
 
     def _compute_error_count(self):
