@@ -103,8 +103,7 @@ class IntegrationConnector(models.Model):
         job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1)
         if not job:
             return None, None
-        # The same limit as _handle_failure's: the connector's, or the job's own if lower.
-        return job.retry + 1, min(self.retry_max_attempts, job.max_retries or self.retry_max_attempts)
+        return job.retry + 1, self._job_max_attempts(job)
 
     def _handle_failure(self, error, method, url, operation, related, log_errors, kwargs=None):
         """A call refused before anything was sent has no exchange to account: its line is written here."""

@@ -157,6 +157,11 @@ class IntegrationConnector(models.Model):
         integrators may change) routes the job."""
         return {"channel": self.sudo().job_channel_id.complete_name} if self.sudo().job_channel_id else {}
 
+    def _job_max_attempts(self, job):
+        """Attempts a job of this connector gets: the connector's, or the job's own limit if
+        lower (jobs enqueued by other code keep queue_job's default)."""
+        return min(self.retry_max_attempts, job.max_retries or self.retry_max_attempts)
+
     def _handle_failure(self, error, method, url, operation, related, log_errors, kwargs=None):
         """What a failed call raises: a job retry, or the typed error (recorded in the log)."""
         job_uuid = self.env.context.get("job_uuid")
@@ -169,8 +174,7 @@ class IntegrationConnector(models.Model):
         if job_uuid and error.retryable:
             job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1)
             attempt = job.retry
-            # The job's own limit too (jobs enqueued by other code keep queue_job's default).
-            max_attempts = min(self.retry_max_attempts, job.max_retries or self.retry_max_attempts)
+            max_attempts = self._job_max_attempts(job)
             if attempt + 1 < max_attempts:
                 delay = backoff.retry_delay(
                     attempt,
