@@ -17,6 +17,7 @@ CHANNEL_SYNC = "root.integration.sync"
 LOCK_OAUTH2_REFRESH = 0x1A7E
 LOCK_WEBHOOK_SEQUENTIAL = 0x1A7F
 LOCK_SYNC_FLOW = 0x1A80
+LOCK_WEBHOOK_LINE = 0x1A81  # giving an in-order connector's line its next job
 
 # The inbound webhook route: POST WEBHOOK_ROUTE_PREFIX/<connector code>.
 WEBHOOK_ROUTE_PREFIX = "/integration/webhook"

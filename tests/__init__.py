@@ -10,6 +10,7 @@ from . import test_access
 from . import test_outbound
 from . import test_autocommit
 from . import test_webhook_route
+from . import test_webhook_batches
 from . import test_webhook_processing
 from . import test_job_routing
 from . import test_neutralize

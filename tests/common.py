@@ -528,7 +528,20 @@ class JobRunner:
 
 
 def run_job(env, job_uuid):
-    """Run a stored job the way queue_job's runner does; returns the exception or None."""
+    """Run a stored job the way queue_job's runner does; returns the exception or None.
+
+    A job whose function allows commits runs on a cursor of its own (in tests, one on the
+    same transaction): it reads what the test wrote once flushed, and the test reads what
+    it wrote once its caches are dropped.
+    """
+    env.flush_all()
+    try:
+        return _run_job(env, job_uuid)
+    finally:
+        env.invalidate_all()
+
+
+def _run_job(env, job_uuid):
     job = Job.load(env, job_uuid)
     job.set_started()
     job.store()

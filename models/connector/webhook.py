@@ -119,6 +119,13 @@ class IntegrationConnector(models.Model):
         help="Process this connector's events one at a time, in the order received: an event "
         "waits while an older one is queued, running or failed.",
     )
+    webhook_batch_size = fields.Integer(
+        string="Events per Job",
+        default=100,
+        help="Waiting events are processed in batches: one job takes up to this many of them, each "
+        "with its own outcome, attempts and Retry. 1: one job per event, for handlers that must "
+        "run alone.",
+    )
     webhook_unhandled = fields.Selection(
         [("ignore", "Mark ignored"), ("fail", "Mark failed")],
         string="Unknown Event Types",
@@ -142,6 +149,11 @@ class IntegrationConnector(models.Model):
         ("webhook_max_body_positive", "CHECK(webhook_max_body_kib > 0)", "The maximum body size must be positive."),
         ("webhook_tolerance_positive", "CHECK(webhook_tolerance > 0)", "The timestamp tolerance must be positive."),
         ("webhook_retention_positive", "CHECK(webhook_retention_days >= 0)", "The retention cannot be negative."),
+        (
+            "webhook_batch_size_range",
+            "CHECK(webhook_batch_size BETWEEN 1 AND 1000)",
+            "Events per job must be between 1 and 1000.",
+        ),
     ]
 
     @api.depends("code")

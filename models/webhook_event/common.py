@@ -25,7 +25,7 @@ class IntegrationWebhookEvent(models.Model):
 
     Stored once per (connector, event id) by ``_ingest`` (``inbox``), which the
     controller calls after the signature check; given a processing job by the dispatcher
-    (``dispatch``); processed by ``_job_process`` (``processing``), which dispatches to
+    (``dispatch``); processed, one or a batch per job, by ``_job_process`` (``processing``), which dispatches to
     the connector's handlers. This file: fields, screens, operator actions, purge.
     """
 
@@ -216,11 +216,11 @@ class IntegrationWebhookEvent(models.Model):
         )
         errors.write({"state": "resolved"})
         for event in self.sudo():
-            if event.job_id.state == "failed":
+            if event.job_id.state == "failed" and not (event.job_id.records - self):
                 event.job_id.button_cancelled()  # superseded: one failed job per event, not two
             event.write({"state": "queued", "last_error": False})
             event._message_log(body=note)
-            event._enqueue()
+        self.sudo()._enqueue()
 
     @api.model
     def _cron_purge(self):

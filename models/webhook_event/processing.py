@@ -1,5 +1,6 @@
 import math
 import traceback
+from collections import Counter
 
 from odoo import SUPERUSER_ID, fields, models
 
@@ -12,6 +13,9 @@ from ...core.redact import redact_text
 from ...core.textsafe import clean_text, is_storable
 
 WAITING_STATES = ("received", "queued", "processing")
+
+# States in which a job still has work to do on an event.
+PROCESSABLE_STATES = (*WAITING_STATES, "failed")
 
 # Seconds an in-order event waits before looking again at the event ahead of it.
 SEQUENTIAL_WAIT = 5
@@ -26,34 +30,97 @@ class IntegrationWebhookEvent(models.Model):
     _inherit = "integration.webhook.event"
 
     def _job_process(self):
-        """Queue job entry point: ``_process_event`` within the connector's job time limit."""
-        with transport.time_limit(self.connector_id._job_time_limit()):
-            return self._process_event()
+        """Queue job entry point: process these events, one connector's, oldest first.
 
-    def _process_event(self):
-        """Run the connector's handler for this event.
+        A job holds one event, or a batch of up to the connector's *Events per Job* (the
+        dispatcher's choice). Each event runs the handler in a savepoint within the
+        connector's job time limit and gets its own outcome, attempts and error: a failing
+        event neither fails nor repeats its neighbours. In a real job each outcome is
+        committed as soon as it is known, so that a worker killed mid-batch loses at most
+        the event it was on; queue_job requeues the job, whose rerun skips the events
+        already settled.
 
-        The handler runs in a savepoint. In a real job, a failure is written through a
-        fresh cursor (this transaction is about to roll back) and then raised, so that
-        queue_job retries the job (transient) or marks it failed (permanent, or attempts
-        spent). Run inline (queue_job's no-delay switch: tests, debugging), there is no
-        job to retry and the caller may hold the event's row: the failure is written in
-        this transaction and returned.
+        The job itself is retried while some of its events wait for another attempt (the
+        events done stay done), and fails only when every event it ran failed: a job of
+        one event fails with that event's error, as before batches. On an in-order
+        connector the batch stops at the first event that is not done, and the events
+        after it go back in line.
+
+        Run inline (queue_job's no-delay switch: tests, debugging), there is no job to
+        retry and the caller may hold the events' rows: outcomes are written in the
+        caller's transaction, nothing is committed, and a summary is returned.
+        """
+        job_uuid = self.env.context.get("job_uuid")
+        job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1) if job_uuid else None
+        if not job:
+            return self._process_batch(None, commit=None)
+        # A transaction of the batch's own, committed after each event: the job's transaction
+        # holds queue_job's lock on the job until the job ends, so that the job never looks
+        # dead to the requeuer while it runs (queue_job refuses commits on that one).
+        with self.env.registry.cursor() as cr:
+            events = self.with_env(self.env(cr=cr))
+            return events._process_batch(job.with_env(events.env), commit=cr.commit)
+
+    def _process_batch(self, job, commit):
+        events = self.exists().sorted(lambda event: (event.received_at, event.id))
+        rerun = bool(job and job.retry)  # queue_job resets the count when an operator requeues
+        counts = Counter()
+        retries, failures = [], []
+        for index, event in enumerate(events):
+            if job and event.job_id != job:
+                counts["elsewhere"] += 1  # queued again with a job of its own meanwhile (Retry)
+                continue
+            if event.state not in PROCESSABLE_STATES or (rerun and event.state == "failed"):
+                # Settled by an earlier run of the job (one a dead worker left, say): failed
+                # events run again only when an operator asks (Retry, or Requeue of the job).
+                counts["settled"] += 1
+                continue
+            with transport.time_limit(event.connector_id._job_time_limit()):
+                outcome, detail = event._process_one(job)
+            counts[outcome] += 1
+            if outcome == "retry":
+                retries.append(detail)
+            elif outcome == "failed":
+                failures.append(detail)
+            stop = outcome in ("waiting", "failed", "retry") and event.connector_id.webhook_sequential
+            stop = stop or (outcome == "retry" and detail.ignore_retry)  # a breaker or budget: all would wait
+            if stop:
+                if outcome != "retry":  # a retried batch takes them up again, in order
+                    events[index + 1 :]._back_in_line(event)
+                counts["not reached"] += len(events) - index - 1
+            if commit:
+                commit()
+            if stop:
+                break
+        note = _summary(self.env, counts)
+        if job and retries:
+            raise RetryableJobError(
+                note,
+                seconds=min(retry.seconds for retry in retries),
+                ignore_retry=all(retry.ignore_retry for retry in retries),
+            )
+        if job and failures and not (counts["done"] or counts["ignored"]):
+            raise failures[-1]  # nothing of the job succeeded: the job fails with the (last) error
+        if not job and len(events) == 1 and failures:
+            return str(failures[0])
+        return note
+
+    def _process_one(self, job):
+        """Run the connector's handler for this event and record the outcome.
+
+        :return: ``(outcome, detail)``: ``("done", note)``, ``("ignored", note)``,
+            ``("waiting", note)`` (an in-order event back in line), ``("retry",
+            RetryableJobError)`` (tried again with the job), ``("failed", exception)``
         """
         self.ensure_one()
         event = self.with_company(self.company_id)
-        if event.state not in ("received", "queued", "processing", "failed"):
-            return self.env._("Nothing to do: the event is %s.", event.state)
         # Failures of calls the handler makes are linked to this event in the error log.
         event = event.with_context(integration_related_model=self._name, integration_related_id=self.id)
         connector = event.connector_id
-        job_uuid = self.env.context.get("job_uuid")
-        job = self.env["queue.job"].sudo().search([("uuid", "=", job_uuid)], limit=1) if job_uuid else None
-        inline = not job
         if connector.webhook_sequential:
             ahead = event._wait_for_turn()
             if ahead:
-                return ahead
+                return "waiting", ahead
         job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
         attempt = event.attempts + 1  # the event's runs, across Retry and Reprocess
         try:
@@ -61,42 +128,46 @@ class IntegrationWebhookEvent(models.Model):
                 outcome = connector._webhook_process_event(event)
         except WebhookEventUnhandled as exc:
             if connector.webhook_unhandled == "fail":
-                event._fail(exc, attempt, permanent=True, inline=inline)
-                if inline:
-                    return str(exc)
-                raise
+                event._fail(exc, attempt, permanent=True, same_transaction=True)
+                return "failed", exc
             event._finish("ignored", str(exc), attempt)
-            return str(exc)
+            return "ignored", str(exc)
         except RetryableJobError as exc:
-            max_attempts = min(connector.retry_max_attempts, job.max_retries if job and job.max_retries else 10**6)
-            if inline or job_attempt >= max_attempts:
-                gave_up = None if inline else max_attempts
-                event._fail(exc, attempt, permanent=True, gave_up=gave_up, inline=inline)
-                if inline:
-                    return str(exc)
-                raise WebhookEventGaveUp(
+            max_attempts = connector._job_max_attempts(job) if job else 1
+            if job_attempt >= max_attempts:
+                gave_up = max_attempts if job else None
+                event._fail(exc, attempt, permanent=True, gave_up=gave_up, same_transaction=True)
+                if not job:
+                    return "failed", exc
+                return "failed", WebhookEventGaveUp(
                     self.env._(
                         "%(error)s (gave up after %(max)s attempts)", error=clean_text(str(exc)), max=max_attempts
                     )
-                ) from None
+                )
             seconds = exc.seconds or backoff.retry_delay(
                 job_attempt - 1, connector.retry_backoff_base, connector.retry_backoff_cap, rng=backoff.jitter_random
             )
-            event._fail(exc, attempt, permanent=False)
-            raise RetryableJobError(
+            event._fail(exc, attempt, permanent=False, same_transaction=True)
+            return "retry", RetryableJobError(
                 clean_text(str(exc)), seconds=max(1, math.ceil(seconds)), ignore_retry=exc.ignore_retry
-            ) from None
+            )
         except Exception as exc:
-            event._fail(exc, attempt, permanent=True, inline=inline)
-            if inline:
-                return str(exc)
+            event._fail(exc, attempt, permanent=True, same_transaction=True)
             if is_storable(traceback.format_exc()):  # what queue_job stores of the failure
-                raise
+                return "failed", exc
             # A message quoting a NUL from the payload would fail queue_job's own write.
-            raise WebhookEventFailed(clean_text(f"{type(exc).__name__}: {exc}")) from None
+            return "failed", WebhookEventFailed(clean_text(f"{type(exc).__name__}: {exc}"))
         note, record = _outcome(outcome)
         event._finish("done", note, attempt, record)
-        return note or self.env._("done")
+        return "done", note
+
+    def _back_in_line(self, behind):
+        """In-order batch stopped at ``behind``: these later events of it wait their turn
+        again (received, no job); the dispatcher gives them one when the line moves."""
+        waiting = self.filtered(lambda event: event.state in ("received", "queued"))
+        if waiting:
+            note = self.env._("Back in line behind %s.", behind.display_name)
+            waiting.sudo().write({"state": "received", "job_id": False, "result_note": note})
 
     def _wait_for_turn(self):
         """In-order processing: one event of the connector at a time, oldest first.
@@ -150,16 +221,16 @@ class IntegrationWebhookEvent(models.Model):
         if self.connector_id.webhook_sequential:
             self._queue_next_in_line(self.connector_id)
 
-    def _fail(self, exc, attempt, permanent, gave_up=None, inline=False):
-        """Record a failed attempt: through a fresh cursor in a job (whose transaction
-        rolls back), in this transaction when run inline (see ``_job_process``)."""
+    def _fail(self, exc, attempt, permanent, gave_up=None, same_transaction=False):
+        """Record a failed attempt: in this transaction (a job's, committed right after, or
+        the caller's when run inline), or through a fresh cursor otherwise."""
         connector = self.connector_id
         message = redact_text(f"{type(exc).__name__}: {exc}", connector._known_secret_values(), limit=ERROR_LIMIT)
         if gave_up:
             message = self.env._("%(error)s (gave up after %(max)s attempts)", error=message, max=gave_up)
         state = "failed" if permanent else "queued"
         job_uuid = self.env.context.get("job_uuid")
-        if inline:
+        if same_transaction:
             written = self._write_failure(self.env(user=SUPERUSER_ID), state, attempt, message, permanent)
         else:
             with self.env.registry.cursor() as cr:
@@ -176,9 +247,9 @@ class IntegrationWebhookEvent(models.Model):
                     "traceback": redact_text(traceback.format_exc(limit=12), connector._known_secret_values()),
                     "res_model": self._name,
                     "res_id": self.id,
-                    "job_uuid": None if inline else job_uuid,
+                    "job_uuid": job_uuid,
                 },
-                same_transaction=inline,
+                same_transaction=same_transaction,
             )
 
     def _write_failure(self, env, state, attempt, message, permanent):
@@ -200,3 +271,19 @@ def _outcome(outcome):
     if outcome is None:
         return None, None
     return clean_text(str(outcome)), None  # a handler's note may quote the payload
+
+
+def _summary(env, counts):
+    """A batch job's result, e.g. "98 done, 2 failed"."""
+    labels = {
+        "done": env._("done"),
+        "ignored": env._("ignored"),
+        "failed": env._("failed"),
+        "retry": env._("to retry"),
+        "waiting": env._("back in line"),
+        "not reached": env._("not reached"),
+        "settled": env._("already settled"),
+        "elsewhere": env._("queued elsewhere"),
+    }
+    parts = [f"{counts[key]} {label}" for key, label in labels.items() if counts[key]]
+    return ", ".join(parts) or env._("nothing to do")

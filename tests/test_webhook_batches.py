@@ -1,0 +1,209 @@
+"""Webhook events processed in batches: one job takes up to *Events per Job* events of a
+connector, and each event keeps its own outcome, attempts, error and Retry."""
+
+import json
+from contextlib import contextmanager
+from unittest.mock import patch
+
+from psycopg2 import IntegrityError
+
+from odoo.tests import tagged
+from odoo.tools import mute_logger
+
+from odoo.addons.queue_job.exception import RetryableJobError
+
+from .common import EVENT_LOGGER, IntegrationHubCase, run_job
+
+HANDLER = "_webhook_handle_generic_rest_order_created"
+
+
+class WorkerKilled(BaseException):
+    """Stands for a worker process that dies mid-job: no handler of the addon sees it."""
+
+
+@tagged("post_install", "-at_install")
+class TestWebhookBatches(IntegrationHubCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.connector = cls._create_connector(webhook_signature="none", retry_max_attempts=3)
+        cls.Event = cls.env["integration.webhook.event"]
+
+    def _store(self, count, connector=None, prefix="evt"):
+        connector = connector or self.connector
+        receiver = connector._webhook_receiver(connector.code)
+        ids = []
+        for number in range(1, count + 1):
+            event_id = f"{prefix}_{number}"
+            body = json.dumps({"id": event_id, "n": number}).encode()
+            record_id, created = self.Event._ingest(receiver, body, {}, event_id, "order.created")
+            self.assertTrue(created)
+            ids.append(record_id)
+        return self.Event.browse(ids)
+
+    @contextmanager
+    def _handler(self, function):
+        with patch.object(type(self.connector), HANDLER, function, create=True):
+            yield
+
+    def _jobs(self, events):
+        return events.mapped("job_id")
+
+    def test_dispatcher_gives_one_job_per_batch_of_a_connector(self):
+        self.connector.webhook_batch_size = 40
+        alone = self._create_connector(code="alone", webhook_signature="none", webhook_batch_size=1)
+        batched = self._store(100)
+        single = self._store(3, connector=alone, prefix="one")
+        self.Event._job_dispatch_received()
+        (batched | single).invalidate_recordset()
+        self.assertEqual(set(batched.mapped("state")), {"queued"})
+        jobs = self._jobs(batched)
+        self.assertEqual(sorted(len(job.records) for job in jobs), [20, 40, 40])
+        self.assertEqual(jobs[0].records.connector_id, self.connector, "a batch holds one connector's events")
+        self.assertEqual(len(self._jobs(single)), 3, "one job per event where the connector asks for it")
+        self.assertEqual(set(self._jobs(single).mapped("records")), set(single), "each job its own event")
+
+    def test_a_failing_event_neither_fails_nor_repeats_its_neighbours(self):
+        events = self._store(5)
+        self.Event._job_dispatch_received()
+        events.invalidate_recordset()
+        job = self._jobs(events)
+        self.assertEqual(len(job), 1)
+        calls = []
+
+        def handle(connector, event):
+            number = event._payload_json()["n"]
+            calls.append(number)
+            if number == 2:
+                raise ValueError("order 2 has no lines")
+            if number == 4 and calls.count(4) == 1:
+                raise RetryableJobError("partner busy", seconds=7)
+            return f"handled {number}"
+
+        with self._handler(handle), mute_logger(EVENT_LOGGER):
+            outcome = run_job(self.env, job.uuid)
+            self.assertIsInstance(outcome, RetryableJobError, "the job comes back for the event that may succeed")
+            self.assertEqual(outcome.seconds, 7)
+            self.assertEqual(events.mapped("state"), ["done", "failed", "done", "queued", "done"])
+            self.assertEqual(job.state, "pending")
+            failed = events[1]
+            self.assertIn("order 2 has no lines", failed.last_error)
+            self.assertTrue(failed.can_retry)
+            self.assertIn("partner busy", events[3].last_error)
+            self.assertEqual(events[3].attempts, 1)
+            self.assertIsNone(run_job(self.env, job.uuid))
+        self.assertEqual(calls, [1, 2, 3, 4, 5, 4], "the second run took only the event left waiting")
+        self.assertEqual(events.mapped("state"), ["done", "failed", "done", "done", "done"])
+        self.assertEqual(events[3].attempts, 2)
+        self.assertEqual(job.state, "done")
+        self.assertIn("done", job.result)
+        error = self.env["integration.error"].search(
+            [("res_model", "=", self.Event._name), ("res_id", "in", events.ids)]
+        )
+        self.assertEqual(error.res_id, events[1].id, "one error, for the failed event")
+
+        # The operator's Retry takes the failed event alone, in a job of its own.
+        with self._handler(lambda connector, event: "fixed"):
+            events[1].with_user(self.operator).action_retry()
+            events.invalidate_recordset()
+            retried = events[1].job_id
+            self.assertNotEqual(retried, job)
+            self.assertEqual(retried.records, events[1])
+            self.assertIsNone(run_job(self.env, retried.uuid))
+        self.assertEqual((events[1].state, events[1].result_note, events[1].attempts), ("done", "fixed", 2))
+
+    def test_a_batch_whose_every_event_failed_fails_its_job(self):
+        events = self._store(3)
+        self.Event._job_dispatch_received()
+        events.invalidate_recordset()
+        job = self._jobs(events)
+        with self._handler(lambda connector, event: 1 / 0), mute_logger(EVENT_LOGGER):
+            outcome = run_job(self.env, job.uuid)
+        self.assertIsInstance(outcome, ZeroDivisionError)
+        self.assertEqual(set(events.mapped("state")), {"failed"})
+        self.assertEqual(job.state, "failed", "visible in the job queue as failed")
+
+    def test_a_killed_batch_keeps_what_it_finished_and_its_rerun_does_the_rest(self):
+        events = self._store(4)
+        self.Event._job_dispatch_received()
+        events.invalidate_recordset()
+        job = self._jobs(events)
+        calls = []
+
+        def dies_on_third(connector, event):
+            number = event._payload_json()["n"]
+            calls.append(number)
+            if number == 3:
+                raise WorkerKilled
+            self.env["res.partner"].create({"name": f"Customer of event {number}"})
+            return "ok"
+
+        # Not assertRaises: Odoo's rolls back what happened inside it.
+        killed = False
+        with self._handler(dies_on_third):
+            try:
+                run_job(self.env, job.uuid)
+            except WorkerKilled:
+                killed = True
+        self.assertTrue(killed)
+        self.assertEqual(events.mapped("state"), ["done", "done", "queued", "queued"])
+        self.assertEqual(job.state, "started", "as a dead worker leaves it")
+        # queue_job's dead-job requeuer sets it pending again; the rerun skips what is done.
+        job.write({"state": "pending"})
+
+        def handle(connector, event):
+            number = event._payload_json()["n"]
+            calls.append(number)
+            self.env["res.partner"].create({"name": f"Customer of event {number}"})
+            return "ok"
+
+        with self._handler(handle):
+            self.assertIsNone(run_job(self.env, job.uuid))
+        self.assertEqual(calls, [1, 2, 3, 3, 4], "events 1 and 2 were not run twice")
+        self.assertEqual(set(events.mapped("state")), {"done"})
+        for number in (1, 2, 3, 4):
+            self.assertEqual(
+                self.env["res.partner"].search_count([("name", "=", f"Customer of event {number}")]), 1, number
+            )
+
+    def test_in_order_batches_stop_at_a_failure_and_the_rest_waits_behind_it(self):
+        self.connector.webhook_sequential = True
+        self.connector.webhook_batch_size = 3
+        events = self._store(5)
+        self.Event._job_dispatch_received()
+        events.invalidate_recordset()
+        self.assertEqual(events.mapped("state"), ["queued"] * 3 + ["received"] * 2, "the oldest three, one job")
+        first_job = self._jobs(events)
+        self.assertEqual(len(first_job), 1)
+        order = []
+
+        def handle(connector, event):
+            number = event._payload_json()["n"]
+            order.append(number)
+            if number == 2 and order.count(2) == 1:
+                raise ValueError("customer missing")
+            return "ok"
+
+        with self._handler(handle), mute_logger(EVENT_LOGGER):
+            self.assertIsNone(run_job(self.env, first_job.uuid), "one event done: the job is not failed")
+            self.assertEqual(events.mapped("state"), ["done", "failed", "received", "received", "received"])
+            self.assertFalse(events[2].job_id, "back in line, without a job")
+            self.Event._job_dispatch_received()
+            events.invalidate_recordset()
+            self.assertEqual(events[2:].mapped("state"), ["received"] * 3, "held behind the failed event")
+            # The operator fixes the customer and retries: the line moves on after it.
+            events[1].with_user(self.operator).action_retry()
+            events.invalidate_recordset()
+            self.assertIsNone(run_job(self.env, events[1].job_id.uuid))
+            events.invalidate_recordset()
+            self.assertEqual(events.mapped("state"), ["done", "done", "queued", "queued", "queued"])
+            next_job = self._jobs(events[2:])
+            self.assertEqual(len(next_job), 1, "the next three in one job, queued when the line moved")
+            self.assertIsNone(run_job(self.env, next_job.uuid))
+        self.assertEqual(order, [1, 2, 2, 3, 4, 5])
+        self.assertEqual(set(events.mapped("state")), {"done"})
+
+    def test_events_per_job_is_bounded(self):
+        with self.assertRaises(IntegrityError), mute_logger("odoo.sql_db"), self.env.cr.savepoint():
+            self.connector.webhook_batch_size = 0
+            self.connector.flush_recordset()
