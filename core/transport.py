@@ -134,6 +134,12 @@ def time_left():
     return None if limit is None else (limit[0] - time.monotonic(), limit[1])
 
 
+def requests_sent():
+    """How many requests this thread has sent through the guarded transport (a caller compares
+    two readings to learn whether some code in between reached a remote)."""
+    return getattr(_current, "sent", 0)
+
+
 def _watch(sock):
     current = getattr(_current, "deadline", None)
     if current is not None and sock is not None:
@@ -150,6 +156,7 @@ class _GuardedConnectionMixin:
 
     def request(self, *args, **kwargs):
         _watch(self.sock)  # a pooled connection reused: its socket is watched too
+        _current.sent = getattr(_current, "sent", 0) + 1
         return super().request(*args, **kwargs)
 
     def _new_conn(self):

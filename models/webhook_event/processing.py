@@ -1,4 +1,5 @@
 import math
+import time
 import traceback
 from collections import Counter
 
@@ -16,6 +17,9 @@ WAITING_STATES = ("received", "queued", "processing")
 
 # States in which a job still has work to do on an event.
 PROCESSABLE_STATES = (*WAITING_STATES, "failed")
+
+# Longest a batch keeps finished events uncommitted (see _process_batch).
+COMMIT_INTERVAL = 1.0
 
 # Seconds an in-order event waits before looking again at the event ahead of it.
 SEQUENTIAL_WAIT = 5
@@ -35,10 +39,12 @@ class IntegrationWebhookEvent(models.Model):
         A job holds one event, or a batch of up to the connector's *Events per Job* (the
         dispatcher's choice). Each event runs the handler in a savepoint within the
         connector's job time limit and gets its own outcome, attempts and error: a failing
-        event neither fails nor repeats its neighbours. In a real job each outcome is
-        committed as soon as it is known, so that a worker killed mid-batch loses at most
-        the event it was on; queue_job requeues the job, whose rerun skips the events
-        already settled.
+        event neither fails nor repeats its neighbours. In a real job the outcomes are
+        committed as the batch goes: right after each event that reached a remote, and at
+        least every ``COMMIT_INTERVAL`` otherwise. A worker killed mid-batch loses at most
+        that last second of work, undone in the database together with the events' states;
+        queue_job requeues the job, whose rerun skips the events already settled and does
+        the others, so that nothing happens twice.
 
         The job itself is retried while some of its events wait for another attempt (the
         events done stay done), and fails only when every event it ran failed: a job of
@@ -63,11 +69,16 @@ class IntegrationWebhookEvent(models.Model):
 
     def _process_batch(self, job, commit):
         events = self.exists().sorted(lambda event: (event.received_at, event.id))
+        job_id = job.id if job else None
         rerun = bool(job and job.retry)  # queue_job resets the count when an operator requeues
+        job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
+        max_attempts = {}
+        limits = {}
         counts = Counter()
         retries, failures = [], []
+        committed_at = time.monotonic()
         for index, event in enumerate(events):
-            if job and event.job_id != job:
+            if job and event.job_id.id != job_id:
                 counts["elsewhere"] += 1  # queued again with a job of its own meanwhile (Retry)
                 continue
             if event.state not in PROCESSABLE_STATES or (rerun and event.state == "failed"):
@@ -75,21 +86,34 @@ class IntegrationWebhookEvent(models.Model):
                 # events run again only when an operator asks (Retry, or Requeue of the job).
                 counts["settled"] += 1
                 continue
-            with transport.time_limit(event.connector_id._job_time_limit()):
-                outcome, detail = event._process_one(job)
+            connector = event.connector_id
+            if connector.id not in limits:  # read once per batch
+                limits[connector.id] = connector._job_time_limit()
+                max_attempts[connector.id] = connector._job_max_attempts(job) if job else 1
+            sent = transport.requests_sent()
+            with transport.time_limit(limits[connector.id]):
+                outcome, detail = event._process_one(job_attempt, max_attempts[connector.id], bool(job))
             counts[outcome] += 1
             if outcome == "retry":
                 retries.append(detail)
             elif outcome == "failed":
                 failures.append(detail)
-            stop = outcome in ("waiting", "failed", "retry") and event.connector_id.webhook_sequential
+            stop = outcome in ("waiting", "failed", "retry") and connector.webhook_sequential
             stop = stop or (outcome == "retry" and detail.ignore_retry)  # a breaker or budget: all would wait
             if stop:
                 if outcome != "retry":  # a retried batch takes them up again, in order
                     events[index + 1 :]._back_in_line(event)
                 counts["not reached"] += len(events) - index - 1
-            if commit:
+            # Outcomes are committed as they come, in groups: at least every COMMIT_INTERVAL,
+            # and right after an event that reached a remote (a worker killed later must not
+            # make it call again). A commit empties the caches: one per event would read the
+            # connector, the rule and the job again for each.
+            last = stop or index == len(events) - 1
+            if commit and (
+                last or sent != transport.requests_sent() or time.monotonic() - committed_at > COMMIT_INTERVAL
+            ):
                 commit()
+                committed_at = time.monotonic()
             if stop:
                 break
         note = _summary(self.env, counts)
@@ -105,9 +129,12 @@ class IntegrationWebhookEvent(models.Model):
             return str(failures[0])
         return note
 
-    def _process_one(self, job):
+    def _process_one(self, job_attempt, max_attempts, in_job):
         """Run the connector's handler for this event and record the outcome.
 
+        :param job_attempt: the job's run (1 for its first), which decides when to give up
+        :param max_attempts: the attempts the job gets
+        :param in_job: False when run inline (no job to retry: a retryable failure fails)
         :return: ``(outcome, detail)``: ``("done", note)``, ``("ignored", note)``,
             ``("waiting", note)`` (an in-order event back in line), ``("retry",
             RetryableJobError)`` (tried again with the job), ``("failed", exception)``
@@ -121,7 +148,6 @@ class IntegrationWebhookEvent(models.Model):
             ahead = event._wait_for_turn()
             if ahead:
                 return "waiting", ahead
-        job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
         attempt = event.attempts + 1  # the event's runs, across Retry and Reprocess
         try:
             with self.env.cr.savepoint():
@@ -133,11 +159,10 @@ class IntegrationWebhookEvent(models.Model):
             event._finish("ignored", str(exc), attempt)
             return "ignored", str(exc)
         except RetryableJobError as exc:
-            max_attempts = connector._job_max_attempts(job) if job else 1
-            if job_attempt >= max_attempts:
-                gave_up = max_attempts if job else None
+            if not in_job or job_attempt >= max_attempts:
+                gave_up = max_attempts if in_job else None
                 event._fail(exc, attempt, permanent=True, gave_up=gave_up, same_transaction=True)
-                if not job:
+                if not in_job:
                     return "failed", exc
                 return "failed", WebhookEventGaveUp(
                     self.env._(
@@ -217,7 +242,9 @@ class IntegrationWebhookEvent(models.Model):
         }
         if record:
             values.update(res_model=record._name, res_id=record.id)
-        self.sudo().write(values)
+        # The outcome is on the event (state, time, result): no chatter line per event, which
+        # would cost a message and a tracking value for each of thousands of events an hour.
+        self.sudo().with_context(tracking_disable=True).write(values)
         if self.connector_id.webhook_sequential:
             self._queue_next_in_line(self.connector_id)
 
