@@ -182,6 +182,68 @@ class IntegrationWebhookRule(models.Model):
             return self.sudo()._sync_import(event)
         return self.sudo()._upsert(event, user)
 
+    def _upsert_many(self, events):
+        """Create or update the matched records of many events at once: one search for all
+        their external ids, one ``create`` for the new records. The batch processing of
+        events offers them here first (``integration.connector._webhook_process_events``).
+
+        Events that cannot go in bulk are left out, for the one-by-one path that gives each
+        its own error or order: a payload without a usable id or that does not map, an id
+        seen twice in the batch (the later event must see the earlier one's record), an id
+        matching several records.
+
+        :return: ``{event id: record}`` for the events done here
+        """
+        self.ensure_one()
+        rule = self.sudo()
+        user = rule.user_id
+        if not user.active and user.id != SUPERUSER_ID:
+            return {}  # the one-by-one path says why
+        field_map = rule.field_ids._field_map()
+        key = rule.match_field_id.name
+        key_type = "integer" if rule.match_field_id.ttype == "integer" else "char"
+        prepared = {}  # external id -> (event, values)
+        seen_twice = set()
+        for event in events:
+            try:
+                payload = event._payload_json()
+                external_id = json_path_get(payload, rule.match_path)
+                if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
+                    continue
+                external_id = field_value(external_id, key_type)
+                values = rule.field_ids._to_odoo(field_map, payload)
+            except (UserError, TypeError, ValueError):
+                continue
+            if external_id in prepared or external_id in seen_twice:
+                seen_twice.add(external_id)
+                prepared.pop(external_id, None)
+                continue
+            values[key] = external_id
+            prepared[external_id] = (event, values)
+        if not prepared:
+            return {}
+        company = events[:1].company_id
+        Model = self.env[rule.model_id.model].with_user(user).with_company(company).with_context(active_test=False)
+        found = {}
+        for record in Model.search_fetch([(key, "in", list(prepared))], [key]):
+            found[record[key]] = found.get(record[key], Model.browse()) | record
+        done = {}
+        to_create = []
+        for external_id, (event, values) in prepared.items():
+            matches = found.get(external_id)
+            if matches and len(matches) > 1:
+                continue  # the one-by-one path reports the ambiguity
+            if matches:
+                matches.write(values)
+                done[event.id] = matches
+            else:
+                to_create.append((event, values))
+        if to_create:
+            created = Model.create([values for _event, values in to_create])
+            for (event, _values), record in zip(to_create, created, strict=True):
+                done[event.id] = record
+        return done
+
     def _sync_import(self, event):
         """Fetch and import the announced record through the rule's flow (its Run As user)."""
         external_id = json_path_get(event._payload_json(), self.match_path)

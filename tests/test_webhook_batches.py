@@ -2,6 +2,7 @@
 connector, and each event keeps its own outcome, attempts, error and Retry."""
 
 import json
+import logging
 from contextlib import contextmanager
 from unittest.mock import patch
 
@@ -203,6 +204,77 @@ class TestWebhookBatches(IntegrationHubCase):
             self.assertIsNone(run_job(self.env, next_job.uuid))
         self.assertEqual(order, [1, 2, 2, 3, 4, 5])
         self.assertEqual(set(events.mapped("state")), {"done"})
+
+    def _upsert_rule(self):
+        field = self.env["ir.model.fields"]._get
+        return self.env["integration.webhook.rule"].create(
+            {
+                "connector_id": self.connector.id,
+                "event_type": "customer.*",
+                "action_type": "upsert",
+                "model_id": self.env["ir.model"]._get("res.partner").id,
+                "match_field_id": field("res.partner", "ref").id,
+                "match_path": "data.id",
+                "field_ids": [(0, 0, {"field_id": field("res.partner", "name").id, "json_path": "data.name"})],
+            }
+        )
+
+    def _store_customers(self, customers):
+        receiver = self.connector._webhook_receiver(self.connector.code)
+        ids = []
+        for number, data in enumerate(customers, 1):
+            body = json.dumps({"type": "customer.updated", "data": data}).encode()
+            record_id, _created = self.Event._ingest(receiver, body, {}, f"cust_{number}", "customer.updated")
+            ids.append(record_id)
+        self.Event._job_dispatch_received()
+        return self.Event.browse(ids)
+
+    def test_an_upsert_rule_writes_a_batch_in_bulk_and_each_event_keeps_its_outcome(self):
+        self._upsert_rule()
+        Partner = self.env["res.partner"]
+        existing = Partner.create({"name": "Old name", "ref": "BULK-1"})
+        events = self._store_customers(
+            [
+                {"id": "BULK-1", "name": "New name"},
+                {"id": "BULK-2", "name": "Two"},
+                {"id": "BULK-3", "name": "Three"},
+                {"name": "no id"},
+                {"id": "BULK-4", "name": "Four, first"},
+                {"id": "BULK-4", "name": "Four, then renamed"},
+            ]
+        )
+        job = self._jobs(events)
+        self.assertEqual(len(job), 1)
+        original_create = type(Partner).create
+        batches = []
+
+        def counting_create(model, vals_list):
+            batches.append(len(vals_list) if isinstance(vals_list, list) else 1)
+            return original_create(model, vals_list)
+
+        with patch.object(type(Partner), "create", counting_create), mute_logger(EVENT_LOGGER):
+            self.assertIsNone(run_job(self.env, job.uuid))
+        self.assertEqual(events.mapped("state"), ["done", "done", "done", "failed", "done", "done"])
+        self.assertEqual(batches, [2, 1], "BULK-2 and BULK-3 in one create; BULK-4 (twice in the batch) one by one")
+        self.assertEqual(existing.name, "New name")
+        self.assertEqual(events[0].res_id, existing.id)
+        for ref, name in (("BULK-2", "Two"), ("BULK-3", "Three"), ("BULK-4", "Four, then renamed")):
+            partner = Partner.search([("ref", "=", ref)])
+            self.assertEqual(partner.mapped("name"), [name], ref)
+        self.assertEqual(events[1].res_id, Partner.search([("ref", "=", "BULK-2")]).id)
+        self.assertIn("no external ID at 'data.id'", events[3].last_error)
+
+    def test_a_failing_bulk_write_sends_every_event_one_by_one(self):
+        rule = self._upsert_rule()
+        events = self._store_customers([{"id": f"D-{number}", "name": f"Dee {number}"} for number in range(3)])
+        with (
+            patch.object(type(rule), "_upsert_many", side_effect=ValueError("bulk refused")),
+            self.assertLogs(f"{EVENT_LOGGER}.processing", logging.INFO) as logs,
+        ):
+            self.assertIsNone(run_job(self.env, self._jobs(events).uuid))
+        self.assertEqual(set(events.mapped("state")), {"done"})
+        self.assertEqual(self.env["res.partner"].search_count([("ref", "like", "D-")]), 3)
+        self.assertIn("processed one by one after bulk processing failed: ValueError: bulk refused", logs.output[0])
 
     def test_events_per_job_is_bounded(self):
         with self.assertRaises(IntegrityError), mute_logger("odoo.sql_db"), self.env.cr.savepoint():

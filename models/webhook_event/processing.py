@@ -1,3 +1,4 @@
+import logging
 import math
 import time
 import traceback
@@ -12,6 +13,8 @@ from ...core import backoff, transport
 from ...core.exceptions import WebhookEventFailed, WebhookEventGaveUp, WebhookEventUnhandled
 from ...core.redact import redact_text
 from ...core.textsafe import clean_text, is_storable
+
+_logger = logging.getLogger(__name__)
 
 WAITING_STATES = ("received", "queued", "processing")
 
@@ -74,6 +77,7 @@ class IntegrationWebhookEvent(models.Model):
         job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
         max_attempts = {}
         limits = {}
+        bulk = {}  # event id -> what the connector's bulk processing returned for it
         counts = Counter()
         retries, failures = [], []
         committed_at = time.monotonic()
@@ -90,9 +94,15 @@ class IntegrationWebhookEvent(models.Model):
             if connector.id not in limits:  # read once per batch
                 limits[connector.id] = connector._job_time_limit()
                 max_attempts[connector.id] = connector._job_max_attempts(job) if job else 1
+                bulk.update(events._process_in_bulk(connector, job, rerun, limits[connector.id]))
             sent = transport.requests_sent()
-            with transport.time_limit(limits[connector.id]):
-                outcome, detail = event._process_one(job_attempt, max_attempts[connector.id], bool(job))
+            if event.id in bulk:
+                note, record = _outcome(bulk[event.id])
+                event._finish("done", note, event.attempts + 1, record)
+                outcome, detail = "done", note
+            else:
+                with transport.time_limit(limits[connector.id]):
+                    outcome, detail = event._process_one(job_attempt, max_attempts[connector.id], bool(job))
             counts[outcome] += 1
             if outcome == "retry":
                 retries.append(detail)
@@ -128,6 +138,34 @@ class IntegrationWebhookEvent(models.Model):
         if not job and len(events) == 1 and failures:
             return str(failures[0])
         return note
+
+    def _process_in_bulk(self, connector, job, rerun, limit):
+        """Offer the connector's processable events of this batch to its bulk processing
+        (``_webhook_process_events``), in a savepoint; ``{event id: outcome}`` of those it
+        did. Not on an in-order connector, whose events go one at a time, nor for one event.
+        """
+        events = self.filtered(
+            lambda event: (
+                event.connector_id == connector
+                and (not job or event.job_id == job)
+                and event.state in PROCESSABLE_STATES
+                and not (rerun and event.state == "failed")
+            )
+        )
+        if len(events) < 2 or connector.webhook_sequential:
+            return {}
+        related = events.with_company(connector.company_id).with_context(integration_related_model=self._name)
+        try:
+            with transport.time_limit(limit), self.env.cr.savepoint():
+                return connector.with_company(connector.company_id)._webhook_process_events(related)
+        except Exception as exc:  # noqa: BLE001 - each event then gets its own outcome, one by one
+            _logger.info(
+                "Connector %s: %d event(s) processed one by one after bulk processing failed: %s",
+                connector.code,
+                len(events),
+                redact_text(f"{type(exc).__name__}: {exc}", connector._known_secret_values(), limit=500),
+            )
+            return {}
 
     def _process_one(self, job_attempt, max_attempts, in_job):
         """Run the connector's handler for this event and record the outcome.
