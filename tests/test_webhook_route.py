@@ -16,7 +16,7 @@ from odoo.tools import mute_logger
 
 from ..const import CHANNEL_WEBHOOK, DISPATCH_IDENTITY_KEY
 from ..models.webhook_event.inbox import _INGEST_EXECUTE, _inbox_pool, _unprepared_sessions
-from . import webhook_senders as senders
+from ..sandbox import webhook_senders as senders
 from .common import ROUTE_LOGGER, CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -30,7 +30,7 @@ def _body(event_id="evt_1", event_type="order.created", **extra):
 
 
 # Per profile: connector settings, and a function (secret, body, event id, timestamp) -> headers,
-# made by the sender-side code of tests/webhook_senders.py.
+# made by the sender-side code of sandbox/webhook_senders.py.
 PROFILES = {
     "standard_webhooks": (
         {},
