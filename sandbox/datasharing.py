@@ -23,7 +23,8 @@ import secrets
 import threading
 from urllib.parse import parse_qs
 
-from .server import Reply, SandboxServer
+from . import demo
+from .server import Reply, SandboxServer, add_fault_arguments, apply_fault_arguments
 
 MAX_ROWS = 200
 MAX_BYTES = 5 * 1024 * 1024
@@ -33,7 +34,9 @@ ENTITIES_PATH = "/api/carol-definitions/v1/entities/RM"
 class DataSharingSandbox(SandboxServer):
     name = "datasharing"
 
-    def __init__(self, port=0, client_id="sandbox-client", client_secret="sandbox-secret", tables=None):
+    def __init__(
+        self, port=0, client_id=demo.DATASHARING_CLIENT_ID, client_secret=demo.DATASHARING_CLIENT_SECRET, tables=None
+    ):
         super().__init__(port=port)
         self.client_id = client_id
         self.client_secret = client_secret
@@ -167,9 +170,10 @@ class DataSharingSandbox(SandboxServer):
 
 def main():
     parser = argparse.ArgumentParser(description="The data-sharing feed sandbox (HTTP JSON), on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=8097)
+    parser.add_argument("--port", type=int, default=demo.PORTS["datasharing"])
+    add_fault_arguments(parser)
     args = parser.parse_args()
-    DataSharingSandbox(port=args.port).serve()
+    apply_fault_arguments(DataSharingSandbox(port=args.port), args).serve()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@
 - 120 requests a minute per token (the ``Authorization`` header): over it, ``429`` with
   ``retry-after`` seconds. Over 500 requests in one second, the token is blocked for an hour
   (``429``, ``retry-after: 3600``; the documents do not give that answer).
+- With ``new_every`` seconds, a new order (the next number, changed now) appears that often,
+  as in a shop that sells; ``orders`` in the stats is the number of orders so far.
 - Stats count what a careless client does: ``pages_skipped`` (a page asked before the one
   before it was served, as after a 429 the documents' own example loop does) and
   ``deep_pages_refused``.
@@ -21,7 +23,8 @@ import time
 from bisect import bisect_left
 from datetime import datetime, timedelta, timezone
 
-from .server import RateLimit, Reply, SandboxServer
+from . import demo
+from .server import RateLimit, Reply, SandboxServer, add_fault_arguments, apply_fault_arguments
 
 PAGE_SIZE = 50
 PAGE_CAP = 200
@@ -45,7 +48,14 @@ class OrdersSandbox(SandboxServer):
     name = "orders"
 
     def __init__(
-        self, port=0, orders=1000, start=None, span=timedelta(days=1), rate_per_minute=RATE_PER_MINUTE, seed=7
+        self,
+        port=0,
+        orders=1000,
+        start=None,
+        span=timedelta(days=1),
+        rate_per_minute=RATE_PER_MINUTE,
+        seed=7,
+        new_every=0.0,
     ):
         super().__init__(port=port, seed=seed)
         self.start_at = start or datetime(2026, 1, 1)
@@ -57,7 +67,11 @@ class OrdersSandbox(SandboxServer):
         self._index_orders()
         self._served = {}  # (token, window) -> pages served
         self._served_lock = threading.Lock()
-        self.stats.update(pages_served=0, pages_skipped=0, deep_pages_refused=0)
+        self.stats.update(pages_served=0, pages_skipped=0, deep_pages_refused=0, orders=orders)
+        self.new_every = new_every
+        self._initial = orders
+        self._started = time.monotonic()
+        self._grow_lock = threading.Lock()
 
     def _order(self, number, total):
         changed = self.start_at + self.span * (number - 1) / total
@@ -74,6 +88,24 @@ class OrdersSandbox(SandboxServer):
         """Change an order (and its last-change time), as a shop would."""
         self.orders[number - 1].update(changes)
         self._index_orders()
+
+    def _grow(self):
+        """Add the orders that ``new_every`` says have appeared since the start, changed now."""
+        if not self.new_every:
+            return
+        due = self._initial + int((time.monotonic() - self._started) / self.new_every)
+        with self._grow_lock:
+            if due <= len(self.orders):
+                return
+            now = _iso(datetime.now(timezone.utc).replace(tzinfo=None))
+            for number in range(len(self.orders) + 1, due + 1):
+                self.orders.append(dict(self._order(number, number), dataAtualizacao=now))
+            self._index_orders()
+            self.stats["orders"] = len(self.orders)
+
+    def _dispatch(self, method, raw_path, headers, body):
+        self._grow()
+        return super()._dispatch(method, raw_path, headers, body)
 
     def _index_orders(self):
         # Orders sorted by last change, times parsed once: a window is two bisections, so
@@ -150,7 +182,7 @@ def _now():
 
 def main():
     parser = argparse.ArgumentParser(description="The order API sandbox, on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--port", type=int, default=demo.PORTS["orders"])
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=RATE_PER_MINUTE, help="requests a minute per token (0: no limit)")
     parser.add_argument("--hours", type=float, default=24.0, help="the orders' changes spread over this many hours")
@@ -160,10 +192,29 @@ def main():
         help="UTC time of the first change, e.g. 2026-01-01T00:00:00Z (default: --hours before now, so that a "
         "flow starting a day back, as the demo's does, finds every order)",
     )
+    parser.add_argument("--new-every", type=float, default=0.0, help="seconds between two new orders (0: none)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="as scripts/run's demo wants it (sandbox/demo.py): new orders, and one order call in ten answered 503",
+    )
+    add_fault_arguments(parser)
     args = parser.parse_args()
+    if args.demo:
+        args.new_every = args.new_every or demo.NEW_ORDER_EVERY
+        args.fail_every = args.fail_every or demo.ORDERS_FAIL_EVERY
+        args.fail_path = args.fail_path or list(demo.ORDERS_FAIL_PATHS)
     span = timedelta(hours=args.hours)
     start = args.start or (datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0) - span)
-    OrdersSandbox(port=args.port, orders=args.orders, start=start, span=span, rate_per_minute=args.rate).serve()
+    sandbox = OrdersSandbox(
+        port=args.port,
+        orders=args.orders,
+        start=start,
+        span=span,
+        rate_per_minute=args.rate,
+        new_every=args.new_every,
+    )
+    apply_fault_arguments(sandbox, args).serve()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@
   ``successCount``, ``failureCount``, ``duration`` and the failed items' ``errors``.
   An item without a ``description``, or whose ``erpId`` is in ``reject_erp_ids``, fails.
 - ``GET /erp-data/product/get-latest-integration`` → ``{"lastDateTime": ...}``, the end of the
-  last job with at least one success (``404`` before any).
+  last job with at least one success (``404`` before any, unless ``last_integration`` gives the
+  epoch of one before the sandbox started: a portal that has been fed before).
 - ``GET /erp-data/integration-history/<entityType>?horas=24``: one summary per batch (total,
   successes, failures, error details), never one line per item.
 """
@@ -24,7 +25,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from .server import RateLimit, Reply, SandboxServer
+from . import demo
+from .server import RateLimit, Reply, SandboxServer, add_fault_arguments, apply_fault_arguments
 
 MAX_BATCH = 1000
 RATE_PER_MINUTE = 100
@@ -37,8 +39,16 @@ def _iso(epoch):
 class RetailSandbox(SandboxServer):
     name = "retail"
 
-    def __init__(self, port=0, api_key="sandbox-retail-key", items_per_second=4.0, rate_per_minute=RATE_PER_MINUTE):
+    def __init__(
+        self,
+        port=0,
+        api_key=demo.RETAIL_API_KEY,
+        items_per_second=4.0,
+        rate_per_minute=RATE_PER_MINUTE,
+        last_integration=None,
+    ):
         super().__init__(port=port)
+        self.last_integration = last_integration
         self.api_key = api_key
         self.items_per_second = items_per_second
         self.rate = RateLimit(rate_per_minute, 60.0)
@@ -63,6 +73,7 @@ class RetailSandbox(SandboxServer):
             return Reply(200, self._report(job)) if job else Reply(404, {"error": "not_found"})
         if path == "/erp-data/product/get-latest-integration" and method == "GET":
             finished = [j["finished"] for j in self.jobs.values() if j.get("finished") and j["success"]]
+            finished += [self.last_integration] if self.last_integration else []
             if not finished:
                 return Reply(404, {"error": "no_integration_yet"})
             return Reply(200, {"lastDateTime": _iso(max(finished))})
@@ -156,14 +167,25 @@ class RetailSandbox(SandboxServer):
 
 def main():
     parser = argparse.ArgumentParser(description="The retail portal sandbox, on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=8098)
-    parser.add_argument("--api-key", default="sandbox-retail-key")
+    parser.add_argument("--port", type=int, default=demo.PORTS["retail"])
+    parser.add_argument("--api-key", default=demo.RETAIL_API_KEY)
     parser.add_argument("--rate", type=int, default=RATE_PER_MINUTE, help="requests a minute per key (0: no limit)")
     parser.add_argument("--items-per-second", type=float, default=4.0, help="the portal's processing speed")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="as scripts/run's demo wants it (sandbox/demo.py): fed before, a day ago",
+    )
+    add_fault_arguments(parser)
     args = parser.parse_args()
-    RetailSandbox(
-        port=args.port, api_key=args.api_key, rate_per_minute=args.rate, items_per_second=args.items_per_second
-    ).serve()
+    sandbox = RetailSandbox(
+        port=args.port,
+        api_key=args.api_key,
+        rate_per_minute=args.rate,
+        items_per_second=args.items_per_second,
+        last_integration=time.time() - demo.RETAIL_FED_HOURS_AGO * 3600 if args.demo else None,
+    )
+    apply_fault_arguments(sandbox, args).serve()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,16 @@ Control endpoints, on every shape:
 
 - ``GET /_sandbox/stats``: requests, refusals, 429s, the busiest 60-second window, and what
   the shape counts itself (e.g. pages skipped after a 429);
-- ``POST /_sandbox/faults`` with a JSON object: ``fail_rate`` (share of 5xx answers, 0..1),
-  ``delay`` (seconds before answering), ``burst_429`` (the next N requests get 429).
+- ``POST /_sandbox/faults`` with a JSON object: ``fail_rate`` (share of 5xx answers, 0..1,
+  drawn at random), ``fail_every`` (every N-th request answered 503: the same share, evenly
+  spread, for a figure that must hold from the first requests on), ``delay`` (seconds before
+  answering), ``burst_429`` (the next N requests get 429), ``fail_paths`` (path prefixes
+  the faults apply to; empty: every path);
+- ``GET /health``: ``200 {"status": "ok"}``, a status endpoint for health probes (none of the
+  partners' documents gives one), subject to the faults like any other path.
+
+Each shape's command line takes ``--fail-rate``, ``--fail-every`` and ``--fail-path``
+(repeatable) to start with faults switched on.
 """
 
 import json
@@ -61,7 +69,8 @@ class SandboxServer:
 
     def __init__(self, port=0, seed=7):
         self.random = random.Random(seed)
-        self.faults = {"fail_rate": 0.0, "delay": 0.0, "burst_429": 0}
+        self.faults = {"fail_rate": 0.0, "fail_every": 0, "delay": 0.0, "burst_429": 0, "fail_paths": []}
+        self._faulty_requests = 0
         self.stats = {"requests": 0, "answered_429": 0, "answered_5xx": 0, "statuses": {}}
         self._arrivals = deque()  # monotonic times, for the busiest 60-second window
         self._busiest = 0
@@ -129,6 +138,7 @@ class SandboxServer:
         if parts.path == "/_sandbox/faults" and method == "POST":
             self.faults.update(json.loads(body or b"{}"))
             return Reply(200, self.faults)
+        faulty = _under(parts.path, self.faults.get("fail_paths"))
         now = time.monotonic()
         with self._lock:
             self.stats["requests"] += 1
@@ -136,15 +146,23 @@ class SandboxServer:
             while self._arrivals and self._arrivals[0] <= now - 60:
                 self._arrivals.popleft()
             self._busiest = max(self._busiest, len(self._arrivals))
-            burst = self.faults.get("burst_429", 0) > 0
+            burst = faulty and self.faults.get("burst_429", 0) > 0
             if burst:
                 self.faults["burst_429"] -= 1
-        if self.faults.get("delay"):
+            every = int(self.faults.get("fail_every") or 0)
+            if faulty:
+                self._faulty_requests += 1
+            nth = faulty and every > 0 and self._faulty_requests % every == 0
+        if faulty and self.faults.get("delay"):
             time.sleep(float(self.faults["delay"]))
         if burst:
             reply = Reply(429, {"error": "too_many_requests"}, {"Retry-After": 1})
-        elif self.faults.get("fail_rate") and self.random.random() < float(self.faults["fail_rate"]):
+        elif nth:
             reply = Reply(503, {"error": "unavailable", "message": "injected failure"})
+        elif faulty and self.faults.get("fail_rate") and self.random.random() < float(self.faults["fail_rate"]):
+            reply = Reply(503, {"error": "unavailable", "message": "injected failure"})
+        elif parts.path == "/health" and method == "GET":
+            reply = Reply(200, {"status": "ok", "sandbox": self.name})
         else:
             reply = self.route(method, parts.path, query, headers, body)
         with self._lock:
@@ -158,3 +176,27 @@ class SandboxServer:
 
     def route(self, method, path, query, headers, body):
         raise NotImplementedError
+
+
+def _under(path, prefixes):
+    """Whether ``path`` is one of ``prefixes`` or under one (no prefixes: every path is)."""
+    if not prefixes:
+        return True
+    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+
+
+def add_fault_arguments(parser):
+    """``--fail-rate`` and ``--fail-path``: a shape's command line starting with faults on."""
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 503 (0..1), at random")
+    parser.add_argument("--fail-every", type=int, default=0, help="answer every N-th request 503 (0: never)")
+    parser.add_argument(
+        "--fail-path",
+        action="append",
+        default=[],
+        help="path prefix the faults apply to (repeatable; default: every path)",
+    )
+
+
+def apply_fault_arguments(sandbox, args):
+    sandbox.faults.update(fail_rate=args.fail_rate, fail_every=args.fail_every, fail_paths=list(args.fail_path))
+    return sandbox

@@ -9,6 +9,7 @@ from odoo.tools import mute_logger
 from ..core.exceptions import IntegrationHTTPError
 from ..models.integration_connector_metric import flush_counts
 from ..models.integration_connector_state import state_cursor
+from ..sandbox import demo
 from .common import CONNECTOR_LOGGER, IntegrationHubCase, Reply
 
 
@@ -76,6 +77,33 @@ class TestConnectorConfig(IntegrationHubCase):
         partner = self.env.ref("integration_hub.integration_connector_demo_partner_erp")
         self.assertEqual(partner.auth_type, "oauth2")
         self.assertFalse(partner.oauth2_client_secret_is_set)
+        self.assertEqual(partner.base_url, "http://127.0.0.1:9/api/v1", "off the sandboxes' ports")
+
+    def test_demo_connectors_point_at_the_sandboxes_with_their_secrets(self):
+        # The demo function: the sandbox connectors on their ports, with the values the
+        # sandboxes and the demo sender use (sandbox/demo.py). Run again here: the install ran
+        # it with the server's encryption key (or none), the tests have their own.
+        self.assertTrue(self.env["integration.connector"]._demo_setup())
+        ref = self.env.ref
+        orders = ref("integration_hub.integration_connector_demo_wake_orders")
+        retail = ref("integration_hub.integration_connector_demo_retail_portal")
+        sharing = ref("integration_hub.integration_connector_demo_data_sharing")
+        payments = ref("integration_hub.integration_connector_demo_payments")
+        self.assertEqual(orders.base_url, demo.url("orders"))
+        self.assertEqual(retail.base_url, demo.url("retail"))
+        self.assertEqual(
+            (sharing.base_url, sharing.oauth2_token_url),
+            (demo.url("datasharing"), demo.url("datasharing") + "/connect/token"),
+        )
+        self.assertEqual(orders._get_secret("webhook_secret"), demo.ORDERS_WEBHOOK_SECRET)
+        self.assertEqual(payments._get_secret("webhook_secret"), demo.PAYMENTS_WEBHOOK_SECRET)
+        self.assertEqual(retail._get_secret("api_key"), demo.RETAIL_API_KEY)
+        self.assertEqual(sharing._get_secret("oauth2_client_secret"), demo.DATASHARING_CLIENT_SECRET)
+        self.assertEqual((orders.webhook_signature, payments.webhook_signature), ("standard_webhooks", "stripe"))
+        self.assertEqual({c.probe_interval for c in orders | retail | sharing}, {1})
+        others = self.env["integration.connector"].search([("id", "not in", (orders | retail | sharing).ids)])
+        ports = {f":{demo.port(name)}" for name in demo.PORTS}
+        self.assertFalse(others.filtered(lambda c: any(port in (c.base_url or "") for port in ports)))
 
     def test_deleting_a_connector_deletes_its_counters_and_breaker_state(self):
         connector = self._create_connector(circuit_threshold=3)

@@ -166,7 +166,7 @@ class TestDashboardTour(OverviewMixin, IntegrationHubMixin, HttpCase):
             f"/odoo/action-{overview.id}",
             ".o_integration_overview .o_kanban_record.o_kanban_color_1",
             "admin",
-            "dashboard.png",
+            "dashboard_error_card.png",
         )
         self.assertTrue(shot.startswith(b"\x89PNG"))
 

@@ -96,6 +96,26 @@ class TestOrdersSandbox(BaseCase):
         self.assertEqual((blocked.status_code, blocked.headers["retry-after"]), (429, "3600"))
         self.assertEqual(self._stats()["tokens_blocked"], 1)
 
+    def test_faults_on_some_paths_only_every_tenth_answered_503(self):
+        # The demo's switches: the health path stays up while one order call in ten fails.
+        self.http.post(
+            self.sandbox.url + "/_sandbox/faults", json={"fail_every": 10, "fail_paths": ["/pedidos"]}, timeout=10
+        )
+        statuses = [self._get("/pedidos/1").status_code for _i in range(30)]
+        self.assertEqual([i for i, status in enumerate(statuses) if status == 503], [9, 19, 29])
+        self.assertEqual({self._get("/health").status_code for _i in range(20)}, {200})
+
+    def test_new_orders_appear_over_time(self):
+        growing = OrdersSandbox(orders=10, new_every=0.2).start()
+        self.addCleanup(growing.stop)
+        self.assertEqual(self.http.get(growing.url + "/pedidos/11", timeout=10).status_code, 404)
+        time.sleep(0.5)
+        order = self.http.get(growing.url + "/pedidos/11", timeout=10)
+        self.assertEqual((order.status_code, order.json()["codigo"]), (200, "P0000011"))
+        changed = datetime.fromisoformat(order.json()["dataAtualizacao"].replace("Z", ""))
+        self.assertLess(abs(datetime.utcnow() - changed), timedelta(seconds=5), "changed now")
+        self.assertGreaterEqual(self.http.get(growing.url + "/_sandbox/stats", timeout=10).json()["orders"], 12)
+
 
 class TestRetailSandbox(BaseCase):
     def setUp(self):
@@ -117,6 +137,15 @@ class TestRetailSandbox(BaseCase):
                 return report
             time.sleep(0.02)
         self.fail(f"job {job_id} still processing")
+
+    def test_a_portal_fed_before_has_a_latest_integration(self):
+        latest = "/erp-data/product/get-latest-integration"
+        self.assertEqual(self.http.get(self.sandbox.url + latest, timeout=10).status_code, 404)
+        fed = RetailSandbox(api_key="key-1", last_integration=datetime(2026, 1, 1).timestamp()).start()
+        self.addCleanup(fed.stop)
+        answer = self.http.get(fed.url + latest, timeout=10)
+        self.assertEqual(answer.status_code, 200)
+        self.assertTrue(answer.json()["lastDateTime"].startswith("2026-01-01T"))
 
     def test_a_batch_is_accepted_then_polled_to_its_result(self):
         response = self._post([{"erpId": n, "description": f"Product {n}"} for n in range(1, 301)])

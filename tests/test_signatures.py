@@ -13,7 +13,7 @@ from werkzeug.datastructures import Headers
 from odoo.tests.common import BaseCase
 
 from ..core.signatures import GenericHmacOptions, SignatureError, verify
-from . import webhook_senders as senders
+from ..sandbox import webhook_senders as senders
 
 NOW = 1_700_000_000
 TOLERANCE = 300

@@ -37,7 +37,7 @@ from ..core.jsonutil import (
 )
 from ..core.redact import redact_text
 from ..core.textsafe import EVENT_ID_LIMIT, bounded_text, clean_text, is_storable, unique_key
-from . import webhook_senders as senders
+from ..sandbox import webhook_senders as senders
 from .common import ADDON_LOGGER, KEY_A, CommittedConnector, IntegrationHubMixin, errors_logged, odoo_server, run_job
 
 

@@ -1,6 +1,7 @@
 """The webhook route, over real HTTP: verify, store once, queue, answer."""
 
 import hashlib
+import io
 import json
 import threading
 import time
@@ -16,7 +17,8 @@ from odoo.tools import mute_logger
 
 from ..const import CHANNEL_WEBHOOK, DISPATCH_IDENTITY_KEY
 from ..models.webhook_event.inbox import _INGEST_EXECUTE, _inbox_pool, _unprepared_sessions
-from . import webhook_senders as senders
+from ..sandbox import webhook_senders as senders
+from ..sandbox.sender import Sender
 from .common import ROUTE_LOGGER, CommittedConnector, IntegrationHubMixin, odoo_server, run_job
 
 STANDARD_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -30,7 +32,7 @@ def _body(event_id="evt_1", event_type="order.created", **extra):
 
 
 # Per profile: connector settings, and a function (secret, body, event id, timestamp) -> headers,
-# made by the sender-side code of tests/webhook_senders.py.
+# made by the sender-side code of sandbox/webhook_senders.py.
 PROFILES = {
     "standard_webhooks": (
         {},
@@ -396,6 +398,31 @@ class TestWebhookRoute(WebhookRouteCase):
         failed.invalidate_recordset()
         self.assertEqual(failed.state, "done")
         self.assertEqual(self.env["res.partner"].search([("ref", "=", "C-2")]).name, "Demo Customer Two")
+
+    def test_the_demo_senders_deliveries_are_accepted_and_a_payment_customer_becomes_a_company(self):
+        # What scripts/run's sender posts, signed with sandbox/demo.py's secrets (Standard
+        # Webhooks and Stripe), against what the demo data set on the two connectors (set again
+        # here, with the tests' encryption key).
+        self.env["integration.connector"]._demo_setup()
+        sender = Sender("http://127.0.0.1:9", "http://127.0.0.1:9", 1.0, out=io.StringIO())
+        order = sender.order_event("pedido.indexado", 5)
+        response = self._post(order.connector, order.body, order.headers())
+        self.assertEqual(response.status_code, 202, response.text)
+        self.assertEqual(self._post(order.connector, order.body, order.headers()).status_code, 200, "a duplicate")
+        payment = sender.payment_event()
+        while payment.event_type != "customer.created":
+            payment = sender.payment_event()
+        response = self._post(payment.connector, payment.body, payment.headers())
+        self.assertEqual(response.status_code, 202, response.text)
+        self._dispatch()
+        connector = self.env.ref("integration_hub.integration_connector_demo_payments")
+        event = self._events(connector)
+        self.assertEqual(event.event_type, "customer.created")
+        self.assertIsNone(run_job(self.env, event.job_id.uuid))
+        event.invalidate_recordset()
+        customer = json.loads(payment.body)["data"]["object"]
+        partner = self.env["res.partner"].search([("ref", "=", customer["id"])])
+        self.assertEqual((event.state, partner.name, partner.is_company), ("done", customer["name"], True))
 
     def test_get_is_not_a_delivery(self):
         connector = self._receiver()

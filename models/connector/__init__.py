@@ -15,3 +15,4 @@ from . import dashboard
 from . import alerting
 from . import prometheus
 from . import logs
+from . import demo

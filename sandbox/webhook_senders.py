@@ -1,4 +1,5 @@
-"""Webhook senders for the signature tests: the headers each provider would send for a raw body.
+"""Webhook senders: the headers each provider would send for a raw body. The signature tests and
+the demo sender (``sandbox/sender.py``) sign with them.
 
 Written from each provider's public documentation, not from ``core/signatures.py``, so that the
 tests check our verifier against the providers' schemes rather than against itself:
