@@ -4,8 +4,10 @@ hard kill of a process tree."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.request
@@ -138,3 +140,67 @@ def count_stored(cr, connector_id, event_ids):
     )
     (found,) = cr.fetchone()
     return rows, distinct, found
+
+
+class RoundRobinProxy:
+    """A TCP load balancer on 127.0.0.1: each connection goes to the next backend that
+    accepts it (a dead one is skipped), as a round-robin balancer in front of Odoo nodes."""
+
+    def __init__(self):
+        self.backends = []  # ports, appended as servers start
+        self.served = {}  # port -> connections handed to it
+        self._turn = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _address = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _connect(self):
+        with self._lock:
+            backends = list(self.backends)
+            start = self._turn
+            self._turn += 1
+        for offset in range(len(backends)):
+            port = backends[(start + offset) % len(backends)]
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self.served[port] = self.served.get(port, 0) + 1
+            return upstream
+        return None
+
+    def _serve(self, client):
+        upstream = self._connect()
+        if upstream is None:
+            client.close()
+            return
+
+        def pipe(source, target):
+            try:
+                while data := source.recv(65536):
+                    target.sendall(data)
+                target.shutdown(socket.SHUT_WR)  # the other way may still be talking
+            except OSError:
+                pass
+
+        back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+        back.start()
+        pipe(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+
+    def close(self):
+        self._listener.close()
