@@ -4,6 +4,7 @@ hard kill of a process tree."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,12 @@ def check(condition, reason):
 
 def run_proof(name, body):
     """Run ``body()`` and print the verdict as the last line; exit 0 only when it held."""
+
+    def terminated(_signum, _frame):
+        # scripts/proofs' time limit: the finally blocks still stop the proof's servers.
+        raise ProofFailed("terminated (time limit)")
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         body()
     except ProofFailed as exc:
