@@ -31,6 +31,8 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 # Seconds a sender is told to wait (Retry-After) while a connector's webhooks are paused.
 PAUSED_RETRY_AFTER = 120
+# Seconds a sender is told to wait (503) when a delivery finds the database unreachable.
+DATABASE_DOWN_RETRY_AFTER = 5
 
 # Encryption keys of the secrets: an environment variable, else an option of the
 # configuration file ([options] section); comma-separated Fernet keys, newest first.

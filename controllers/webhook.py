@@ -3,10 +3,12 @@ import logging
 import re
 from datetime import datetime, timezone
 
-from odoo import SUPERUSER_ID, http
-from odoo.http import request
+from werkzeug.wrappers import Response
 
-from ..const import PAUSED_RETRY_AFTER, WEBHOOK_ROUTE_PREFIX
+from odoo import SUPERUSER_ID, http
+from odoo.http import RegistryError, request
+
+from ..const import DATABASE_DOWN_RETRY_AFTER, PAUSED_RETRY_AFTER, WEBHOOK_ROUTE_PREFIX
 from ..core.exceptions import SignatureError
 from ..core.textsafe import clean_text
 
@@ -33,6 +35,44 @@ def too_large_reply(code, limit):
 def _safe(text, limit=200):
     """Sender-controlled text fit for one log line (no control character, no lone surrogate)."""
     return _CONTROL.sub(" ", clean_text(str(text)))[:limit]
+
+
+def unavailable_when_database_down(serve_db):
+    """Wrap ``Request._serve_db`` so that a webhook delivery that cannot reach the database
+    is answered ``503`` with ``Retry-After``.
+
+    Odoo serves a request whose registry cannot be opened (PostgreSQL restarting, a failover)
+    without a database, where no route of an addon exists: the sender would get ``404``,
+    which a sender reads as "this URL is gone" and stops delivering (proof_pg_restart saw
+    1,403 of them over two restarts). Other paths keep Odoo's behaviour.
+    """
+
+    def _serve_db(self):
+        try:
+            return serve_db(self)
+        except RegistryError:
+            if not self.httprequest.path.startswith(WEBHOOK_ROUTE_PREFIX + "/"):
+                raise
+            _logger.warning("Webhook %s answered 503: the database is unreachable", _safe(self.httprequest.path))
+            return Response(
+                json.dumps({"error": "unavailable", "message": "The database is unreachable; try again later."}),
+                status=503,
+                headers=[
+                    ("Content-Type", "application/json"),
+                    ("Cache-Control", "no-store"),
+                    ("Retry-After", str(DATABASE_DOWN_RETRY_AFTER)),
+                ],
+            )
+
+    _serve_db.integration_webhook_wrapped = True
+    return _serve_db
+
+
+# Installed when the addon is imported: by the server before it forks its workers when it
+# is started with the database (-d, or --load with the module), else by each worker the
+# first time it loads the registry.
+if not getattr(http.Request._serve_db, "integration_webhook_wrapped", False):
+    http.Request._serve_db = unavailable_when_database_down(http.Request._serve_db)
 
 
 class IntegrationWebhookController(http.Controller):

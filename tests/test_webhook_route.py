@@ -7,15 +7,16 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from unittest.mock import patch
 from urllib.parse import urlencode
 
 import requests
 
-from odoo import SUPERUSER_ID, api, fields, sql_db
+from odoo import SUPERUSER_ID, api, fields, http, sql_db
 from odoo.tests import HttpCase, tagged
 from odoo.tools import mute_logger
 
-from ..const import CHANNEL_WEBHOOK, DISPATCH_IDENTITY_KEY
+from ..const import CHANNEL_WEBHOOK, DATABASE_DOWN_RETRY_AFTER, DISPATCH_IDENTITY_KEY
 from ..models.webhook_event.inbox import _INGEST_EXECUTE, _inbox_pool, _unprepared_sessions
 from ..sandbox import webhook_senders as senders
 from ..sandbox.sender import Sender
@@ -253,6 +254,27 @@ class TestWebhookRoute(WebhookRouteCase):
         self._dispatch()
         jobs = self.env["queue.job"].search([("identity_key", "=", f"integration.webhook.event:{event.id}")])
         self.assertEqual(len(jobs), 1, "a duplicate queues nothing")
+
+    def test_delivery_while_the_database_is_unreachable_is_503_not_404(self):
+        connector = self._receiver()
+        body = _body()
+
+        def unreachable(_request):
+            raise http.RegistryError("Cannot get registry (PostgreSQL restarting)")
+
+        # What Odoo meets while PostgreSQL restarts: the registry cannot be opened. Without
+        # the addon, it serves the request without a database, where no webhook route exists.
+        with patch.object(http.Request, "_open_registry", unreachable), mute_logger(ROUTE_LOGGER, "odoo.http"):
+            refused = self._post(connector.code, body, self._signed(connector, body, "msg_db_down"))
+            other = self.url_open("/integration/metrics", timeout=30)
+        self.assertEqual(refused.status_code, 503, "a sender retries a 503; a 404 would end its deliveries")
+        self.assertEqual(refused.headers["Retry-After"], str(DATABASE_DOWN_RETRY_AFTER))
+        self.assertEqual(refused.json()["error"], "unavailable")
+        self.assertEqual(other.status_code, 404, "other routes keep Odoo's database-less fallback")
+        self.assertFalse(self._events(connector))
+        accepted = self._post(connector.code, body, self._signed(connector, body, "msg_db_down"))
+        self.assertEqual(accepted.status_code, 202, "the retry, once the database is back, is stored")
+        self.assertEqual(len(self._events(connector)), 1)
 
     def test_concurrent_deliveries_of_one_event(self):
         connector = self._receiver()
