@@ -276,6 +276,23 @@ class TestWebhookBatches(IntegrationHubCase):
         self.assertEqual(self.env["res.partner"].search_count([("ref", "like", "D-")]), 3)
         self.assertIn("processed one by one after bulk processing failed: ValueError: bulk refused", logs.output[0])
 
+    def test_ignoring_one_event_of_a_batch_leaves_its_neighbours_queued(self):
+        events = self._store(3)
+        self.Event._job_dispatch_received()
+        events.invalidate_recordset()
+        job = self._jobs(events)
+        events[1].with_user(self.operator).action_ignore()
+        self.assertEqual(job.state, "pending", "the batch's job stays for the other events")
+        self.assertEqual(self.Event._settle_stranded(), 0)
+        handled = []
+        with self._handler(lambda connector, event: handled.append(event.event_id)):
+            self.assertIsNone(run_job(self.env, job.uuid))
+        self.assertEqual(handled, ["evt_1", "evt_3"])
+        self.assertEqual(events.mapped("state"), ["done", "ignored", "done"])
+        events.with_user(self.operator).action_reprocess()
+        events.invalidate_recordset()
+        self.assertEqual(len(self._jobs(events)), 1, "reprocessed together, in one job")
+
     def test_events_per_job_is_bounded(self):
         with self.assertRaises(IntegrityError), mute_logger("odoo.sql_db"), self.env.cr.savepoint():
             self.connector.webhook_batch_size = 0

@@ -176,7 +176,10 @@ class IntegrationWebhookEvent(models.Model):
                 )
             )
         for event in events.sudo():
-            if event.job_id.state in ("pending", "enqueued", "wait_dependencies"):
+            # A batch's job also runs other events: it stays, and skips this one.
+            if event.job_id.state in ("pending", "enqueued", "wait_dependencies") and not (
+                event.job_id.records - events
+            ):
                 event.job_id.button_cancelled()
             event.write({"state": "ignored", "processed_at": fields.Datetime.now()})
             event._message_log(body=self.env._("Marked ignored by %s.", self.env.user.name))

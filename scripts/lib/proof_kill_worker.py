@@ -13,7 +13,9 @@ transaction dies with it; queue_job's runner requeues a started job whose lock
    minute. The job following up batch 1 (sent, its remote job polled) is killed while it
    waits for its turn to poll; requeued, it polls and settles the batch without sending it
    again: the sandbox received 2 batches, 40 items.
-3. Event batch: (placeholder, see ``prove_event_batch``).
+3. Event batch: EVENTS webhook events in one job, each importing its order through a rule;
+   the worker killed after KILL_AFTER are done. After the requeue all are done, each order
+   was fetched once (the one in flight at the kill: at most twice), no contact doubled.
 
     python3 scripts/lib/proof_kill_worker.py <odoo.conf> <database> <odoo-bin>
 """
@@ -37,6 +39,9 @@ EXPORTED = 40
 DAY = datetime(2026, 1, 1)
 PREFIX = "proof-kill"
 TIMEOUT = 240
+EVENTS = 40  # one batch, each event fetching its order (DELAY s)
+KILL_AFTER = 10
+EVENT_TIMEOUT = 150
 
 
 def query(db, statement, params=()):
@@ -144,16 +149,81 @@ def kill(pid, server):
     return time.time()
 
 
-def prove_event_batch(db, server):
-    """The "event batch" half of the kill proof: a worker killed while it processes a batch of
-    webhook events (one job, up to N events, a commit per event).
+def prove_event_batch(db, server, orders, import_flow, deadline):
+    """A worker killed while it processes a batch of webhook events: EVENTS events announce
+    orders (already imported by the window), one job takes them all, each fetches its order
+    from the sandbox (DELAY s) through a rule and the import flow, and the batch commits
+    after each of them (each reached a remote). The worker is killed once KILL_AFTER events
+    are done. After the requeue every event is done, the sandbox was asked for each order
+    once (the one being fetched at the kill: perhaps twice), and no contact is doubled."""
+    with Registry(db).cursor() as cr:
+        env = env_for(cr)
+        flow = env["integration.sync.flow"].browse(import_flow)
+        flow.record_path = "/pedidos/{id}"
+        connector = flow.connector_id
+        connector.write({"webhook_signature": "none", "webhook_batch_size": 100})
+        env["integration.webhook.rule"].create(
+            {
+                "connector_id": connector.id,
+                "event_type": "order.*",
+                "action_type": "sync_import",
+                "sync_flow_id": flow.id,
+                "match_path": "pedidoId",
+            }
+        )
+        order_ids = (
+            env["integration.binding"].search([("connector_id", "=", connector.id)], limit=EVENTS).mapped("external_id")
+        )
+        check(len(order_ids) == EVENTS, f"{len(order_ids)} orders bound for {EVENTS} events")
+        connector_id = connector.id
+    ((contacts_before,),) = query(db, "SELECT count(*) FROM res_partner")
+    requests_before = orders.stats()["requests"]
+    with Registry(db).cursor() as cr:
+        env = env_for(cr)
+        connector = env["integration.connector"].browse(connector_id)
+        receiver = connector._webhook_receiver(connector.code)
+        for number, order_id in enumerate(order_ids):
+            body = f'{{"type": "order.updated", "pedidoId": "{order_id}"}}'.encode()
+            env["integration.webhook.event"]._ingest(receiver, body, {}, f"kill-{number}", "order.updated")
+    killed = None
+    while time.time() < deadline and not killed:
+        rows = query(
+            db,
+            "SELECT j.uuid, j.worker_pid, count(*) FILTER (WHERE e.state = 'done') FROM integration_webhook_event e "
+            "JOIN queue_job j ON j.id = e.job_id WHERE e.connector_id = %s AND j.state = 'started' "
+            "AND j.worker_pid IS NOT NULL GROUP BY j.uuid, j.worker_pid",
+            [connector_id],
+        )
+        if rows and rows[0][2] >= KILL_AFTER:
+            killed = (rows[0][0], rows[0][2], kill(rows[0][1], server))
+        time.sleep(0.1)
+    check(killed, "the event batch's job was never seen started with events done")
 
-    LEAD: TO BE ADDED once batched event processing (the connector's events per job) is
-    merged: store N events, run their batch job, kill -9 its worker after some events are
-    done, and check after the requeue: every event done once (no side effect twice, e.g. one
-    contact per event through a rule), the job done. Print its figures like the others.
-    """
-    print("event batch: not proven yet (batched event processing is not merged in this branch)")
+    def waiting():
+        return query(
+            db,
+            "SELECT count(*) FROM integration_webhook_event WHERE connector_id = %s AND state != 'done'",
+            [connector_id],
+        )[0][0]
+
+    while time.time() < deadline and waiting():
+        time.sleep(1)
+    check(not waiting(), f"{waiting()} events not done within the proof's time")
+    (job,) = query(db, "SELECT state, retry, date_started FROM queue_job WHERE uuid = %s", [killed[0]])
+    ((contacts_after,),) = query(db, "SELECT count(*) FROM res_partner")
+    ((attempts,),) = query(
+        db, "SELECT max(attempts) FROM integration_webhook_event WHERE connector_id = %s", [connector_id]
+    )
+    fetched = orders.stats()["requests"] - requests_before
+    print(
+        f"event batch killed (kill -9 of its worker) after {killed[1]} of {EVENTS} events done: its job requeued, "
+        f"restarted {restarted(job, killed):.0f} s after the kill, {job[0]} (retry {job[1]}); events done {EVENTS}, "
+        f"most attempts of one event {attempts}; orders fetched from the sandbox {fetched} for {EVENTS} events "
+        f"(the one in flight at the kill may be fetched twice); contacts created {contacts_after - contacts_before}"
+    )
+    check(job[0] == "done" and job[1] >= 1, f"the batch's job: {job}")
+    check(EVENTS <= fetched <= EVENTS + 1, f"{fetched} fetches for {EVENTS} events")
+    check(contacts_after == contacts_before, f"{contacts_after - contacts_before} contacts created by updates")
 
 
 def prove(conf, db, odoo_bin):
@@ -210,7 +280,7 @@ def prove(conf, db, odoo_bin):
                 [(window_kill[0], batch_kill[0])],
             )
         }
-        prove_event_batch(db, server)
+        prove_event_batch(db, server, orders, import_flow, deadline + EVENT_TIMEOUT)
     finally:
         if server:
             server.stop()
