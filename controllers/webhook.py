@@ -31,17 +31,25 @@ def _unread_reply(status, payload, headers=None):
     After answering, werkzeug's server discards what is left of the body until the sender
     pauses, reading with the socket's timeout (2 s in Odoo's workers): a sender that keeps
     trickling would hold the worker on, one that paused holds it 2 s. Past the answer,
-    the connection waits DRAIN_SECONDS for more (Odoo's handler puts its socket in the
-    environ for websockets); whatever still comes is not read.
+    the connection waits DRAIN_SECONDS for more; whatever still comes is not read.
     """
-    wrapped = getattr(request.httprequest, "_HTTPRequest__wrapped", None)
-    connection = wrapped.environ.get("socket") if wrapped is not None else None
+    connection = _connection(request.httprequest)
     if connection is not None:
         try:
             connection.settimeout(DRAIN_SECONDS)
         except OSError:
             _logger.debug("Webhook connection already closed")
     return _reply(status, payload, headers)
+
+
+def _connection(httprequest):
+    """The request's socket, or None: Odoo's threaded server puts it in the environ (for
+    websockets), its workers do not; there, it is the one behind the input file."""
+    wrapped = getattr(httprequest, "_HTTPRequest__wrapped", None)  # Odoo 18 wraps werkzeug's request
+    if wrapped is None:
+        return None
+    environ = wrapped.environ
+    return environ.get("socket") or getattr(getattr(environ.get("wsgi.input"), "raw", None), "_sock", None)
 
 
 def too_large_reply(code, limit):

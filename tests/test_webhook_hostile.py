@@ -370,9 +370,9 @@ CORPUS = (
 )
 
 
-def select_readable(sock):
-    """Whether ``sock`` has something to read (an answer) right now."""
-    return bool(select.select([sock], [], [], 0)[0])
+def select_readable(sock, wait=0):
+    """Whether ``sock`` has something to read (an answer, or its end) within ``wait`` seconds."""
+    return bool(select.select([sock], [], [], wait)[0])
 
 
 @contextmanager
@@ -557,7 +557,33 @@ class TestHostileDeliveries(IntegrationHubMixin, HttpCase):
                 self.assertIn(b'"error": "timeout"', answer)
                 self.assertIn(b"too slowly", answer)
                 self.assertLess(elapsed, BODY_GRACE_SECONDS + 4, "cut after the grace period, not after 60 s")
+                self.assertLess(self._seconds_until_dropped(sock), 3, "the sender goes on: dropped")
+        # An oversized body, answered 413 unread, then trickled on: werkzeug's server discards
+        # what is left of a body after the answer, for as long as it comes (each byte within
+        # the socket's timeout); the connection is dropped instead.
+        with socket.create_connection(self._address(), 30) as sock:
+            sock.sendall(
+                f"POST /integration/webhook/{connector.code} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {2 << 20}\r\n\r\n".encode()
+                + b"a" * 65536
+            )
+            with mute_logger(ADDON_LOGGER):
+                self.assertTrue(select_readable(sock, 10))
+                self.assertIn(b" 413 ", sock.recv(4096).split(b"\r\n")[0] + b" ")
+                self.assertLess(self._seconds_until_dropped(sock), 3, "not held while the trickle lasts")
         self.assertFalse(self.Event.search([("connector_id", "=", connector.id)]))
+
+    @staticmethod
+    def _seconds_until_dropped(sock, limit=10):
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            try:
+                sock.sendall(b"a")
+                if select_readable(sock, 0.5) and not sock.recv(4096):
+                    break  # closed
+            except OSError:
+                break  # reset
+        return time.monotonic() - started
 
     def _address(self):
         host, port = self.base_url().split("//", 1)[1].split(":")
