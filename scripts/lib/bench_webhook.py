@@ -57,13 +57,13 @@ def make_connector(db):
 
 
 class OdooServer:
-    def __init__(self, odoo_bin, conf, db, load, extra_env=None):
+    def __init__(self, odoo_bin, conf, db, load, extra_env=None, logfile="/dev/null"):
         self.port = free_port()
         # -d without --db-filter: Odoo serves that one database without listing the
         # server's databases on each request that carries no session (as webhooks do).
         command = [odoo_bin, "server", "-c", conf, "-d", db, "--workers", "2"]
         command += ["--http-port", str(self.port), "--gevent-port", str(free_port()), "--max-cron-threads", "0"]
-        command += ["--load", load, "--log-level", "warn", "--logfile", "/dev/null"]
+        command += ["--load", load, "--log-level", "warn", "--logfile", logfile]
         self.process = subprocess.Popen(command, env=dict(os.environ, **(extra_env or {})))
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 120
