@@ -668,7 +668,7 @@ def main(conf, db, odoo_bin):
     try:
         webhook_half(conf, db, odoo_bin, problems)
         flow_half(db, problems)
-    except Exception as exc:  # noqa: BLE001 - the proof reports any failure on its last line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure (Odoo not starting too) on the last line
         problems.append(f"{type(exc).__name__}: {exc}")
     for problem in problems[1:]:
         print(f"  problem: {problem}")
