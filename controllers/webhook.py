@@ -9,7 +9,8 @@ from odoo import SUPERUSER_ID, http
 from odoo.http import RegistryError, request
 
 from ..const import DATABASE_DOWN_RETRY_AFTER, PAUSED_RETRY_AFTER, WEBHOOK_ROUTE_PREFIX
-from ..core.exceptions import SignatureError
+from ..core.body import DRAIN_SECONDS, read_body
+from ..core.exceptions import SignatureError, WebhookBodyTimeout
 from ..core.textsafe import clean_text
 
 _logger = logging.getLogger(__name__)
@@ -26,10 +27,60 @@ def _reply(status, payload, headers=None):
     )
 
 
+def _unread_reply(status, payload, headers=None):
+    """An answer given without reading the whole body.
+
+    After answering, werkzeug's server discards what is left of the body until the sender
+    pauses, reading with the socket's timeout (2 s in Odoo's workers): a sender that keeps
+    trickling would hold the worker on, one that paused holds it 2 s. Past the answer,
+    the connection waits DRAIN_SECONDS for more; whatever still comes is not read.
+    """
+    connection = _connection(request.httprequest)
+    if connection is not None:
+        try:
+            connection.settimeout(DRAIN_SECONDS)
+        except OSError:
+            _logger.debug("Webhook connection already closed")
+    return _reply(status, payload, headers)
+
+
+def _connection(httprequest):
+    """The request's socket, or None: Odoo's threaded server puts it in the environ (for
+    websockets), its workers do not; there, it is the one behind the input file."""
+    wrapped = getattr(httprequest, "_HTTPRequest__wrapped", None)  # Odoo 18 wraps werkzeug's request
+    if wrapped is None:
+        return None
+    environ = wrapped.environ
+    return environ.get("socket") or getattr(getattr(environ.get("wsgi.input"), "raw", None), "_sock", None)
+
+
 def too_large_reply(code, limit):
     """The 413 answer, also given before routing for a form body (``ir.http``)."""
     _logger.warning("Webhook %s refused: body over %s bytes", _safe(code), limit)
-    return _reply(413, {"error": "too_large", "message": f"The body exceeds {limit} bytes."})
+    return _unread_reply(413, {"error": "too_large", "message": f"The body exceeds {limit} bytes."})
+
+
+def body_timeout_reply(code, exc):
+    """The 408 answer to a body that trickles or stops short (also given before routing)."""
+    _logger.warning("Webhook %s refused: %s", _safe(code), exc)
+    return _unread_reply(408, {"error": "timeout", "message": f"{exc}."})
+
+
+def buffer_body(httprequest):
+    """Read the body of a delivery (its Content-Length is known and within the limit) at
+    a minimum pace (``core/body.py``), and keep it for ``get_data()`` and Odoo's form parser.
+
+    :raises WebhookBodyTimeout: the body trickles, or stops before its length
+    """
+    # Odoo 18 wraps werkzeug's request; werkzeug's own stream reads until its buffer is
+    # full, which a trickle stretches at will: the raw input is read one socket read at a time.
+    wrapped = getattr(httprequest, "_HTTPRequest__wrapped", None)
+    stream = wrapped.environ.get("wsgi.input") if wrapped is not None else None
+    if getattr(wrapped, "_cached_data", None) is not None or not hasattr(stream, "read1"):
+        return httprequest.get_data(cache=True)  # read already, or another server: as it comes
+    body = read_body(stream.read1, httprequest.content_length)
+    wrapped._cached_data = body  # what get_data() and the form parser read from now on
+    return body
 
 
 def _safe(text, limit=200):
@@ -96,9 +147,9 @@ class IntegrationWebhookController(http.Controller):
         env = request.env(user=SUPERUSER_ID)
         receiver = env["integration.connector"]._webhook_receiver(code)
         if receiver is None:
-            return _reply(404, {"error": "not_found", "message": "No active connector receives on this URL."})
+            return _unread_reply(404, {"error": "not_found", "message": "No active connector receives on this URL."})
         if receiver.webhook_paused:
-            return _reply(
+            return _unread_reply(
                 503,
                 {"error": "paused", "message": "Deliveries are paused; try again later."},
                 headers=[("Retry-After", str(PAUSED_RETRY_AFTER))],
@@ -107,10 +158,13 @@ class IntegrationWebhookController(http.Controller):
         if httprequest.content_length is None:
             # Webhook senders send a Content-Length; without one the size cannot be checked
             # before reading (and Odoo's request object offers no bounded read of the stream).
-            return _reply(411, {"error": "length_required", "message": "Send a Content-Length header."})
+            return _unread_reply(411, {"error": "length_required", "message": "Send a Content-Length header."})
         if httprequest.content_length > limit:
             return too_large_reply(code, limit)
-        body = httprequest.get_data(cache=True)
+        try:
+            body = buffer_body(httprequest)
+        except WebhookBodyTimeout as exc:
+            return body_timeout_reply(code, exc)
         if len(body) > limit:
             return too_large_reply(code, limit)
         Connector = env["integration.connector"]

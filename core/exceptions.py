@@ -111,6 +111,10 @@ class SignatureError(Exception):
     """A webhook delivery is not authentic (or cannot be checked); the reason is safe to show."""
 
 
+class WebhookBodyTimeout(Exception):
+    """A webhook body did not arrive in time (trickled, or shorter than its Content-Length)."""
+
+
 class UnsafeURLError(ValueError):
     """The URL or one of its addresses is not allowed for this connector."""
 

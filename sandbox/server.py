@@ -9,7 +9,9 @@ Control endpoints, on every shape:
   drawn at random), ``fail_every`` (every N-th request answered 503: the same share, evenly
   spread, for a figure that must hold from the first requests on), ``delay`` (seconds before
   answering), ``burst_429`` (the next N requests get 429), ``fail_paths`` (path prefixes
-  the faults apply to; empty: every path);
+  the faults apply to; empty: every path), ``malformed`` (one of ``MALFORMED_KINDS``) with
+  ``malformed_pages`` (default 1): the next N pages (200 answers holding a list of records)
+  are answered 200 but malformed that way;
 - ``GET /health``: ``200 {"status": "ok"}``, a status endpoint for health probes (none of the
   partners' documents gives one), subject to the faults like any other path.
 
@@ -28,12 +30,58 @@ from urllib.parse import parse_qs, urlsplit
 
 
 class Reply:
-    """An answer: status, JSON body (or None), headers."""
+    """An answer: status, JSON body (or None), headers; ``raw`` bytes sent instead of the
+    JSON, as ``content_type``."""
 
-    def __init__(self, status=200, body=None, headers=None):
+    def __init__(self, status=200, body=None, headers=None, raw=None, content_type="application/json"):
         self.status = status
         self.body = body
         self.headers = dict(headers or {})
+        self.raw = raw
+        self.content_type = content_type
+
+
+def _malformed_records(rows, kind):
+    if kind == "missing_keys":
+        return [{key: value for key, value in row.items() if key not in ("pedidoId", "codigo", "id")} for row in rows]
+    # wrong_types: every value of the wrong JSON type (an id that is an object, text for numbers).
+    return [
+        {key: {"value": value} if key in ("pedidoId", "id") else [value] for key, value in row.items()} for row in rows
+    ]
+
+
+# What a partner's broken page can look like, each answered 200 (see ``malformed_reply``).
+MALFORMED_KINDS = {
+    "not_json": "plain text instead of JSON",
+    "object": "a JSON object wrapping the records instead of their list",
+    "missing_keys": "records without their id and code",
+    "wrong_types": "records whose values are of the wrong JSON types",
+    "truncated": "the JSON cut in the middle (Content-Length of what is sent)",
+    "html": "an HTML error page from a proxy",
+    "invalid_utf8": "the JSON with Latin-1 bytes in its text (not UTF-8)",
+}
+
+
+def malformed_reply(reply, kind):
+    """The page of ``reply`` (a list of records) broken as ``kind`` says, still a 200."""
+    rows = reply.body
+    headers = dict(reply.headers)
+    if kind == "not_json":
+        return Reply(200, headers=headers, raw=b"this is not JSON: records follow", content_type="text/plain")
+    if kind == "object":
+        return Reply(200, {"pedidos": rows}, headers)
+    if kind in ("missing_keys", "wrong_types"):
+        return Reply(200, _malformed_records(rows, kind), headers)
+    if kind == "truncated":
+        text = json.dumps(rows).encode()
+        return Reply(200, headers=headers, raw=text[: max(1, len(text) // 2)])
+    if kind == "html":
+        page = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+        return Reply(200, headers=headers, raw=page, content_type="text/html")
+    if kind == "invalid_utf8":
+        text = json.dumps(rows, ensure_ascii=False).replace("Cliente", "Cliente S\u00e3o")
+        return Reply(200, headers=headers, raw=text.encode("latin-1"))
+    raise ValueError(f"unknown malformed kind {kind!r} (one of {', '.join(MALFORMED_KINDS)})")
 
 
 class RateLimit:
@@ -90,11 +138,14 @@ class SandboxServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 reply = sandbox._dispatch(self.command, self.path, self.headers, body)
-                payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+                if reply.raw is not None:
+                    payload = reply.raw
+                else:
+                    payload = b"" if reply.body is None else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, str(value))
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -136,7 +187,14 @@ class SandboxServer:
             with self._lock:
                 return Reply(200, dict(self.stats, busiest_60s=self._busiest))
         if parts.path == "/_sandbox/faults" and method == "POST":
-            self.faults.update(json.loads(body or b"{}"))
+            changes = json.loads(body or b"{}")
+            if changes.get("malformed") and changes["malformed"] not in MALFORMED_KINDS:
+                return Reply(
+                    400, {"error": "bad_request", "message": f"malformed: one of {', '.join(MALFORMED_KINDS)}"}
+                )
+            if changes.get("malformed"):
+                changes.setdefault("malformed_pages", 1)
+            self.faults.update(changes)
             return Reply(200, self.faults)
         faulty = _under(parts.path, self.faults.get("fail_paths"))
         now = time.monotonic()
@@ -165,6 +223,14 @@ class SandboxServer:
             reply = Reply(200, {"status": "ok", "sandbox": self.name})
         else:
             reply = self.route(method, parts.path, query, headers, body)
+        if reply.status == 200 and isinstance(reply.body, list) and self.faults.get("malformed"):
+            with self._lock:
+                kind = self.faults["malformed"] if self.faults.get("malformed_pages", 0) > 0 else None
+                if kind:
+                    self.faults["malformed_pages"] -= 1
+            if kind:
+                reply = malformed_reply(reply, kind)
+                self.count("pages_malformed")
         with self._lock:
             statuses = self.stats["statuses"]
             statuses[str(reply.status)] = statuses.get(str(reply.status), 0) + 1

@@ -10,7 +10,7 @@ from odoo.tests.common import BaseCase
 from ..sandbox.datasharing import DataSharingSandbox
 from ..sandbox.orders import PAGE_CAP, PAGE_SIZE, OrdersSandbox
 from ..sandbox.retail import RetailSandbox
-from ..sandbox.server import RateLimit
+from ..sandbox.server import MALFORMED_KINDS, RateLimit
 
 
 class TestOrdersSandbox(BaseCase):
@@ -86,6 +86,37 @@ class TestOrdersSandbox(BaseCase):
         stats = self._stats()
         self.assertEqual(stats["answered_5xx"], 1)
         self.assertGreaterEqual(stats["busiest_60s"], 7)
+
+    def test_malformed_pages_for_the_next_n_pages_only(self):
+        window = ("2026-01-01T00:00:00Z", "2026-01-01T06:00:00Z")
+        good = self._page(*window, 1)
+        faults = self.sandbox.url + "/_sandbox/faults"
+        self.assertEqual(self.http.post(faults, json={"malformed": "nonsense"}, timeout=10).status_code, 400)
+        seen = {}
+        for kind in MALFORMED_KINDS:
+            self.http.post(faults, json={"malformed": kind}, timeout=10)
+            self.assertEqual(self._get("/pedidos/1").json()["pedidoId"], 1, "a single order is not a page: as is")
+            page = self._page(*window, 1)
+            self.assertEqual(page.status_code, 200, kind)
+            self.assertEqual(page.headers["x-total-count"], "250", "the headers stay those of a good page")
+            seen[kind] = page
+            self.assertEqual(self._page(*window, 1).content, good.content, f"{kind}: one page only")
+        self.assertEqual(seen["not_json"].headers["Content-Type"], "text/plain")
+        self.assertEqual(list(seen["object"].json()), ["pedidos"])
+        self.assertNotIn("pedidoId", seen["missing_keys"].json()[0])
+        self.assertEqual(seen["wrong_types"].json()[0]["pedidoId"], {"value": 1})
+        with self.assertRaises(ValueError):
+            seen["truncated"].json()
+        self.assertTrue(good.content.startswith(seen["truncated"].content))
+        self.assertTrue(seen["html"].content.startswith(b"<html>"))
+        with self.assertRaises(UnicodeDecodeError):
+            seen["invalid_utf8"].content.decode("utf-8")
+        self.assertIn("Cliente S\u00e3o", seen["invalid_utf8"].content.decode("latin-1"))
+        self.http.post(faults, json={"malformed": "html", "malformed_pages": 2}, timeout=10)
+        pages = [self._page(*window, number).content[:6] for number in (1, 2, 3)]
+        self.assertEqual(pages[:2], [b"<html>"] * 2)
+        self.assertEqual(pages[2][:1], b"[")
+        self.assertEqual(self._stats()["pages_malformed"], len(MALFORMED_KINDS) + 2)
 
     def test_a_token_over_500_requests_a_second_is_blocked_for_an_hour(self):
         self.sandbox.burst = RateLimit(3, 1.0)  # 3 a second, for a short test

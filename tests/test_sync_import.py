@@ -1,7 +1,10 @@
 """Import flows against the order sandbox: windows, pages, checkpoints, splitting, 429s."""
 
+import json
 from datetime import datetime, timedelta
 from unittest.mock import patch
+
+import requests
 
 from odoo.tests import tagged
 from odoo.tools import mute_logger
@@ -346,6 +349,42 @@ class TestSyncImport(IntegrationHubCase):
         self.assertEqual(runs[1].state, "done")
         self.assertEqual(self.flow.cursor_at, DAY + timedelta(hours=6))
         self.assertEqual(len(self._imported()), 250)
+
+    def test_a_page_not_in_utf8_fails_the_window_readably(self):
+        # Before: read with U+FFFD for each invalid byte, the page's names were imported
+        # as "Cliente S\ufffdo" and the cursor moved over them.
+        self.flow.window_minutes = 30
+        self.http_post_fault(malformed="invalid_utf8")
+        runs = self.flow._plan_import(until=DAY + timedelta(minutes=30))
+        with mute_logger(ADDON_LOGGER):
+            self._run_all()
+        self.assertEqual(runs.state, "failed")
+        self.assertRegex(runs.error, r"page 1: the answer is not UTF-8 text \(byte 0xe3 at position \d+\)")
+        self.assertFalse(self.flow.cursor_at, "the cursor holds")
+        self.assertFalse(self._imported(), "nothing created from the page")
+        # A page that names its charset is read in it.
+        route = self.sandbox.route
+
+        def latin1_route(method, path, query, headers, body):
+            reply = route(method, path, query, headers, body)
+            text = json.dumps(reply.body, ensure_ascii=False).replace("Cliente", "Cliente S\u00e3o")
+            return Reply(
+                200,
+                None,
+                reply.headers,
+                raw=text.encode("latin-1"),
+                content_type="application/json; charset=ISO-8859-1",
+            )
+
+        self.sandbox.route = latin1_route
+        runs.action_retry()
+        self._run_all()
+        self.assertEqual(runs.state, "done")
+        self.assertIn("Cliente S\u00e3o 1", self._imported().mapped("name"))
+        self.assertEqual(self.flow.cursor_at, DAY + timedelta(minutes=30))
+
+    def http_post_fault(self, **faults):
+        requests.post(self.sandbox.url + "/_sandbox/faults", json=faults, timeout=10).raise_for_status()
 
     def test_the_overlap_margin_asks_from_before_the_cursor(self):
         self.flow.write({"overlap_seconds": 600, "cursor_at": DAY + timedelta(hours=1), "window_minutes": 30})

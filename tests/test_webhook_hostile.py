@@ -7,6 +7,8 @@ import base64
 import json
 import os
 import re
+import select
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +25,8 @@ from odoo.tools import mute_logger
 from odoo.addons.queue_job.exception import RetryableJobError
 
 from ..const import DISPATCH_IDENTITY_KEY, KEYS_ENV_VARIABLE
-from ..core.exceptions import JSONNestingError
+from ..core.body import BODY_GRACE_SECONDS, read_body
+from ..core.exceptions import JSONNestingError, WebhookBodyTimeout
 from ..core.jsonpath import field_value, json_path_get
 from ..core.jsonutil import (
     MAX_DEPTH,
@@ -117,6 +120,31 @@ class TestHostileTextAndJSON(BaseCase):
             loads(b'{"t": "a\x00b"}')  # a raw NUL byte in a string is not JSON
         for not_json in (b"", b"this is not JSON", b"{"):
             self.assertIsNone(loads_or_none(not_json))
+
+    def test_a_body_is_read_at_a_minimum_pace(self):
+        def reader(chunks, clock, seconds_per_read):
+            def read1(size):
+                clock[0] += seconds_per_read
+                chunk = chunks.pop(0) if chunks else b""
+                if isinstance(chunk, Exception):
+                    raise chunk
+                return chunk[:size]
+
+            return read1
+
+        clock = [0.0]
+        # A whole body in one read, or a 1 MiB one in 16 KiB reads of 0.05 s each (320 KiB/s).
+        self.assertEqual(read_body(reader([b'{"a": 1}'], clock, 0.001), 8, clock=lambda: clock[0]), b'{"a": 1}')
+        big = [b"x" * 16384] * 64
+        self.assertEqual(len(read_body(reader(big, clock, 0.05), 1 << 20, clock=lambda: clock[0])), 1 << 20)
+        # A byte a second (slowloris): cut once past the grace period, not after the 300 bytes.
+        clock = [0.0]
+        with self.assertRaisesRegex(WebhookBodyTimeout, r"too slowly: 3 of 300 bytes in 3\.0 s"):
+            read_body(reader([b"x"] * 300, clock, 1.0), 300, clock=lambda: clock[0])
+        self.assertLessEqual(clock[0], BODY_GRACE_SECONDS + 1)
+        for chunks in ([b"abc"], [b"abc", TimeoutError("timed out")]):  # ended, or stalled past the socket timeout
+            with self.assertRaisesRegex(WebhookBodyTimeout, "stopped after 3 of its 10 bytes"):
+                read_body(reader(chunks, [0.0], 0.0), 10)
 
     def test_json_path_lookups(self):
         document = {"data": {"items": [{"sku": "A"}, {"sku": "B"}], "id": 0}}
@@ -342,6 +370,11 @@ CORPUS = (
 )
 
 
+def select_readable(sock, wait=0):
+    """Whether ``sock`` has something to read (an answer, or its end) within ``wait`` seconds."""
+    return bool(select.select([sock], [], [], wait)[0])
+
+
 @contextmanager
 def no_error_logged(test):
     """Fail ``test`` if anything (our code, Odoo's HTTP layer, werkzeug) logs at ERROR or
@@ -496,6 +529,65 @@ class TestHostileDeliveries(IntegrationHubMixin, HttpCase):
                 status = None  # closed without an answer (the sender retries later)
         self.assertIn(status, (None, 431))
         self.assertFalse(self.Event.search([("event_id", "=", "hostile-70k")]))
+
+    def test_a_trickled_body_is_refused_408_without_holding_the_server(self):
+        # A sender that declares a body and sends it a byte a second (slowloris), as JSON or
+        # as a form (read before routing): answered 408 once behind the minimum pace.
+        connector = self.connectors["github"]
+        for content_type in ("application/json", "application/x-www-form-urlencoded"):
+            with self.subTest(content_type=content_type), socket.create_connection(self._address(), 30) as sock:
+                started = time.monotonic()
+                sock.sendall(
+                    f"POST /integration/webhook/{connector.code} HTTP/1.1\r\nHost: x\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: 60\r\n\r\n".encode()
+                )
+                answer = b""
+                with mute_logger(ADDON_LOGGER):
+                    for _second in range(60):
+                        try:
+                            sock.sendall(b"a")
+                            time.sleep(1)
+                        except OSError:
+                            break  # closed by the server
+                        if select_readable(sock):
+                            break
+                    answer = sock.recv(4096)
+                elapsed = time.monotonic() - started
+                self.assertTrue(answer.startswith(b"HTTP/1.1 408") or answer.startswith(b"HTTP/1.0 408"), answer)
+                self.assertIn(b'"error": "timeout"', answer)
+                self.assertIn(b"too slowly", answer)
+                self.assertLess(elapsed, BODY_GRACE_SECONDS + 4, "cut after the grace period, not after 60 s")
+                self.assertLess(self._seconds_until_dropped(sock), 3, "the sender goes on: dropped")
+        # An oversized body, answered 413 unread, then trickled on: werkzeug's server discards
+        # what is left of a body after the answer, for as long as it comes (each byte within
+        # the socket's timeout); the connection is dropped instead.
+        with socket.create_connection(self._address(), 30) as sock:
+            sock.sendall(
+                f"POST /integration/webhook/{connector.code} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {2 << 20}\r\n\r\n".encode()
+                + b"a" * 65536
+            )
+            with mute_logger(ADDON_LOGGER):
+                self.assertTrue(select_readable(sock, 10))
+                self.assertIn(b" 413 ", sock.recv(4096).split(b"\r\n")[0] + b" ")
+                self.assertLess(self._seconds_until_dropped(sock), 3, "not held while the trickle lasts")
+        self.assertFalse(self.Event.search([("connector_id", "=", connector.id)]))
+
+    @staticmethod
+    def _seconds_until_dropped(sock, limit=10):
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            try:
+                sock.sendall(b"a")
+                if select_readable(sock, 0.5) and not sock.recv(4096):
+                    break  # closed
+            except OSError:
+                break  # reset
+        return time.monotonic() - started
+
+    def _address(self):
+        host, port = self.base_url().split("//", 1)[1].split(":")
+        return host, int(port)
 
     def test_a_connector_code_with_nul_is_no_connector(self):
         # Before: the code reached SQL, PostgreSQL refused the NUL: a 500 for anyone.

@@ -156,7 +156,7 @@ class IntegrationSyncFlow(models.Model):
         response = self.connector_id._request(
             "GET", self.remote_path, params=params, operation=f"{self.code}: {position['name']} page {page}"
         )
-        body = loads_or_none(response.content)
+        body = loads_or_none(self._page_text(response, position["name"], page))
         documents = json_path_get(body, self.records_json_path) if self.records_json_path else body
         if not isinstance(documents, list):
             raise SyncPageError(
@@ -168,6 +168,32 @@ class IntegrationSyncFlow(models.Model):
                 )
             )
         return {"page": page, "documents": documents, "total": self._total(response), "body": body}
+
+    def _page_text(self, response, window, page):
+        """A page's text: UTF-8 (RFC 8259), or the charset its Content-Type names.
+
+        A page that does not decode fails the window: read with replacement characters, its
+        names would be imported with them, and a page is not kept to be read again.
+        """
+        declared = "charset=" in (response.headers.get("Content-Type") or "").lower()
+        charset = (response.encoding if declared else None) or "utf-8"
+        try:
+            return response.content.decode(charset)
+        except (UnicodeDecodeError, LookupError) as exc:
+            where = (
+                self.env._("byte 0x%(byte)02x at position %(position)s", byte=exc.object[exc.start], position=exc.start)
+                if isinstance(exc, UnicodeDecodeError)
+                else self.env._("an unknown charset")
+            )
+            raise SyncPageError(
+                self.env._(
+                    "Window %(window)s, page %(page)s: the answer is not %(charset)s text (%(where)s).",
+                    window=window,
+                    page=page,
+                    charset="UTF-8" if charset.lower().replace("_", "-") in ("utf-8", "utf8") else charset,
+                    where=where,
+                )
+            ) from None
 
     def _store_page(self, run, fetched, prepared=None):
         """Upsert a fetched page and move the checkpoint, in the page's own transaction

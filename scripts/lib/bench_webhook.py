@@ -61,17 +61,18 @@ def make_connector(db):
 class OdooServer:
     """``odoo-bin server`` with 2 HTTP workers on free ports, started and waited for.
 
-    :param extra_args: more command-line options (e.g. ``--logfile`` instead of /dev/null)
+    :param extra_args: more command-line options
+    :param logfile: where the server logs (the proofs read it for errors)
     """
 
-    def __init__(self, odoo_bin, conf, db, load, extra_env=None, extra_args=()):
+    def __init__(self, odoo_bin, conf, db, load, extra_env=None, extra_args=(), logfile="/dev/null"):
         self.port = free_port()
         # -d without --db-filter: Odoo serves that one database without listing the
         # server's databases on each request that carries no session (as webhooks do).
         command = [odoo_bin, "server", "-c", conf, "-d", db, "--workers", "2"]
         command += ["--http-port", str(self.port), "--gevent-port", str(free_port()), "--max-cron-threads", "0"]
         command += ["--load", load, "--log-level", "warn"]
-        command += list(extra_args) if "--logfile" in extra_args else ["--logfile", "/dev/null", *extra_args]
+        command += list(extra_args) if "--logfile" in extra_args else ["--logfile", logfile, *extra_args]
         self.process = subprocess.Popen(command, env=dict(os.environ, **(extra_env or {})))
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 120
