@@ -183,19 +183,8 @@ class SandboxServer:
     def _dispatch(self, method, raw_path, headers, body):
         parts = urlsplit(raw_path)
         query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-        if parts.path == "/_sandbox/stats":
-            with self._lock:
-                return Reply(200, dict(self.stats, busiest_60s=self._busiest))
-        if parts.path == "/_sandbox/faults" and method == "POST":
-            changes = json.loads(body or b"{}")
-            if changes.get("malformed") and changes["malformed"] not in MALFORMED_KINDS:
-                return Reply(
-                    400, {"error": "bad_request", "message": f"malformed: one of {', '.join(MALFORMED_KINDS)}"}
-                )
-            if changes.get("malformed"):
-                changes.setdefault("malformed_pages", 1)
-            self.faults.update(changes)
-            return Reply(200, self.faults)
+        if parts.path.startswith("/_sandbox/"):
+            return self._control(method, parts.path, body)
         faulty = _under(parts.path, self.faults.get("fail_paths"))
         now = time.monotonic()
         with self._lock:
@@ -224,13 +213,7 @@ class SandboxServer:
         else:
             reply = self.route(method, parts.path, query, headers, body)
         if reply.status == 200 and isinstance(reply.body, list) and self.faults.get("malformed"):
-            with self._lock:
-                kind = self.faults["malformed"] if self.faults.get("malformed_pages", 0) > 0 else None
-                if kind:
-                    self.faults["malformed_pages"] -= 1
-            if kind:
-                reply = malformed_reply(reply, kind)
-                self.count("pages_malformed")
+            reply = self._malformed(reply)
         with self._lock:
             statuses = self.stats["statuses"]
             statuses[str(reply.status)] = statuses.get(str(reply.status), 0) + 1
@@ -239,6 +222,34 @@ class SandboxServer:
             elif reply.status >= 500:
                 self.stats["answered_5xx"] += 1
         return reply
+
+    def _control(self, method, path, body):
+        """The control endpoints: stats, and the fault switches."""
+        if path == "/_sandbox/stats":
+            with self._lock:
+                return Reply(200, dict(self.stats, busiest_60s=self._busiest))
+        if path == "/_sandbox/faults" and method == "POST":
+            changes = json.loads(body or b"{}")
+            if changes.get("malformed") and changes["malformed"] not in MALFORMED_KINDS:
+                return Reply(
+                    400, {"error": "bad_request", "message": f"malformed: one of {', '.join(MALFORMED_KINDS)}"}
+                )
+            if changes.get("malformed"):
+                changes.setdefault("malformed_pages", 1)
+            self.faults.update(changes)
+            return Reply(200, self.faults)
+        return Reply(404, {"error": "not_found"})
+
+    def _malformed(self, reply):
+        """A page answered malformed while the switch has pages left, else as it was."""
+        with self._lock:
+            kind = self.faults["malformed"] if self.faults.get("malformed_pages", 0) > 0 else None
+            if kind:
+                self.faults["malformed_pages"] -= 1
+        if not kind:
+            return reply
+        self.count("pages_malformed")
+        return malformed_reply(reply, kind)
 
     def route(self, method, path, query, headers, body):
         raise NotImplementedError
