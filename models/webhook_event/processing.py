@@ -128,8 +128,10 @@ class IntegrationWebhookEvent(models.Model):
                 break
         note = _summary(self.env, counts)
         if job and retries:
+            # What the job queue shows: the event's own error, or the batch's count and the first.
+            message = str(retries[0]) if len(events) == 1 else f"{note}; {retries[0]}"
             raise RetryableJobError(
-                note,
+                message,
                 seconds=min(retry.seconds for retry in retries),
                 ignore_retry=all(retry.ignore_retry for retry in retries),
             )
