@@ -205,12 +205,12 @@ class TestWebhookBatches(IntegrationHubCase):
         self.assertEqual(order, [1, 2, 2, 3, 4, 5])
         self.assertEqual(set(events.mapped("state")), {"done"})
 
-    def _upsert_rule(self):
+    def _upsert_rule(self, event_type="customer.*"):
         field = self.env["ir.model.fields"]._get
         return self.env["integration.webhook.rule"].create(
             {
                 "connector_id": self.connector.id,
-                "event_type": "customer.*",
+                "event_type": event_type,
                 "action_type": "upsert",
                 "model_id": self.env["ir.model"]._get("res.partner").id,
                 "match_field_id": field("res.partner", "ref").id,
@@ -219,12 +219,13 @@ class TestWebhookBatches(IntegrationHubCase):
             }
         )
 
-    def _store_customers(self, customers):
+    def _store_customers(self, customers, event_types=None):
         receiver = self.connector._webhook_receiver(self.connector.code)
         ids = []
         for number, data in enumerate(customers, 1):
-            body = json.dumps({"type": "customer.updated", "data": data}).encode()
-            record_id, _created = self.Event._ingest(receiver, body, {}, f"cust_{number}", "customer.updated")
+            event_type = event_types[number - 1] if event_types else "customer.updated"
+            body = json.dumps({"type": event_type, "data": data}).encode()
+            record_id, _created = self.Event._ingest(receiver, body, {}, f"cust_{number}", event_type)
             ids.append(record_id)
         self.Event._job_dispatch_received()
         return self.Event.browse(ids)
@@ -292,6 +293,42 @@ class TestWebhookBatches(IntegrationHubCase):
         events.with_user(self.operator).action_reprocess()
         events.invalidate_recordset()
         self.assertEqual(len(self._jobs(events)), 1, "reprocessed together, in one job")
+
+    def test_two_rules_writing_the_same_records_keep_the_received_order(self):
+        self._upsert_rule("customer.updated")
+        self._upsert_rule("customer.created")
+        events = self._store_customers(
+            [{"id": "ORD-1", "name": "Created"}, {"id": "ORD-1", "name": "Renamed"}, {"id": "ORD-2", "name": "Two"}],
+            event_types=["customer.created", "customer.updated", "customer.created"],
+        )
+        self.assertIsNone(run_job(self.env, self._jobs(events).uuid))
+        self.assertEqual(set(events.mapped("state")), {"done"})
+        partner = self.env["res.partner"].search([("ref", "=", "ORD-1")])
+        self.assertEqual(partner.mapped("name"), ["Renamed"], "the later event wins, as received")
+
+    def test_a_serialization_conflict_is_retried_not_failed(self):
+        events = self._store(2)
+        self.Event._job_dispatch_received()
+        events.invalidate_recordset()
+        job = self._jobs(events)
+        conflicts = []
+
+        def meets_a_conflict_once(connector, event):
+            if event._payload_json()["n"] == 1 and not conflicts:
+                conflicts.append(event.event_id)
+                # What PostgreSQL raises when a concurrent transaction changed the same rows.
+                self.env.cr.execute(
+                    "DO $$ BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END $$"
+                )
+            return "ok"
+
+        with self._handler(meets_a_conflict_once), mute_logger(EVENT_LOGGER, "odoo.sql_db"):
+            outcome = run_job(self.env, job.uuid)
+            self.assertIsInstance(outcome, RetryableJobError)
+            self.assertEqual(events.mapped("state"), ["queued", "done"], "the conflicting event waits for the retry")
+            self.assertIn("SerializationFailure", events[0].last_error)
+            self.assertIsNone(run_job(self.env, job.uuid))
+        self.assertEqual(set(events.mapped("state")), {"done"})
 
     def test_events_per_job_is_bounded(self):
         with self.assertRaises(IntegrityError), mute_logger("odoo.sql_db"), self.env.cr.savepoint():

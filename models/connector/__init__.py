@@ -8,6 +8,7 @@ from . import jwt
 from . import reliability
 from . import monitoring
 from . import webhook
+from . import webhook_processing
 from . import sync
 from . import health
 from . import probe

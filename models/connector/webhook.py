@@ -7,7 +7,7 @@ from odoo import api, fields, models, tools
 from odoo.exceptions import ValidationError
 
 from ...const import MANAGER_GROUP, WEBHOOK_ROUTE_PREFIX
-from ...core.exceptions import SecretDecryptionError, WebhookEventUnhandled
+from ...core.exceptions import SecretDecryptionError
 from ...core.jsonpath import json_path_get
 from ...core.jsonutil import loads_or_none
 from ...core.signatures import (
@@ -29,7 +29,6 @@ _logger = logging.getLogger(__name__)
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 # What a connector code can be (see CODE_PATTERN): anything else in a URL is no connector.
 _RECEIVER_CODE = re.compile(r"[a-z0-9_-]{1,64}")
-_TYPE_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 # Decrypted signing secrets by ciphertext, in this process: a changed or re-encrypted secret is
@@ -357,64 +356,6 @@ class IntegrationConnector(models.Model):
         )
         # Storable and bounded; a cleaned or shortened id keeps a digest of the id as sent.
         return unique_key(event_id), bounded_text(event_type, EVENT_TYPE_LIMIT)
-
-    # ------------------------------------------------------------------------------
-    # Processing (in the event's queue job)
-    # ------------------------------------------------------------------------------
-
-    def _webhook_process_events(self, events):
-        """Process many of this connector's events at once where that is cheaper: a batch
-        job offers its events here first, then processes the rest one by one through
-        ``_webhook_process_event``. Runs in a savepoint: anything raised sends every event
-        to the one-by-one path, which gives each its own outcome.
-
-        Here, the events handled by an upsert rule go in bulk (``_upsert_many``). An addon
-        that overrides ``_webhook_process_event`` to see every event before the rules does
-        not want that: it overrides this method to return ``{}``.
-
-        :return: ``{event id: record or note}`` for the events done
-        """
-        self.ensure_one()
-        Rule = self.env["integration.webhook.rule"]
-        by_rule = {}
-        rules = {}
-        for event in events:
-            if event.event_type not in rules:
-                rules[event.event_type] = Rule._find(self, event.event_type)
-            rule = rules[event.event_type]
-            if rule.action_type == "upsert":
-                by_rule.setdefault(rule, []).append(event)
-        done = {}
-        for rule, matched in by_rule.items():
-            if len(matched) > 1:
-                done.update(rule._upsert_many(events.browse([event.id for event in matched])))
-        return done
-
-    def _webhook_process_event(self, event):
-        """Process one event; extended per ``kind`` by other addons (call ``super()``).
-
-        :return: a record the event produced or touched (linked from the event), a short
-            note (str), or None
-        :raises WebhookEventUnhandled: nothing handles this event type
-        :raises RetryableJobError: a transient failure; the event is tried again later
-        Anything else fails the event, with its error, until an operator retries it.
-        """
-        self.ensure_one()
-        rule = self.env["integration.webhook.rule"]._find(self, event.event_type)
-        if rule:
-            return rule._apply(event)
-        slug = _TYPE_SLUG.sub("_", (event.event_type or "").lower()).strip("_")
-        handler = getattr(self, f"_webhook_handle_{self.kind}_{slug}", None) if slug else None
-        if handler is not None:
-            return handler(event)
-        raise WebhookEventUnhandled(
-            self.env._(
-                "No handler for event type %(type)r on connector %(code)s (kind %(kind)s).",
-                type=event.event_type or "",
-                code=self.code,
-                kind=self.kind,
-            )
-        )
 
 
 def _age(delta):

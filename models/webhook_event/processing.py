@@ -4,8 +4,11 @@ import time
 import traceback
 from collections import Counter
 
+import psycopg2
+
 from odoo import SUPERUSER_ID, fields, models
 
+from odoo.addons.queue_job.controllers.main import PG_CONCURRENCY_ERRORS_TO_RETRY
 from odoo.addons.queue_job.exception import RetryableJobError
 
 from ...const import LOCK_WEBHOOK_SEQUENTIAL
@@ -23,6 +26,9 @@ PROCESSABLE_STATES = (*WAITING_STATES, "failed")
 
 # Longest a batch keeps finished events uncommitted (see _process_batch).
 COMMIT_INTERVAL = 1.0
+
+# Seconds before an event that met a lock or serialization conflict is tried again.
+CONFLICT_RETRY = 5
 
 # Seconds an in-order event waits before looking again at the event ahead of it.
 SEQUENTIAL_WAIT = 5
@@ -72,37 +78,28 @@ class IntegrationWebhookEvent(models.Model):
 
     def _process_batch(self, job, commit):
         events = self.exists().sorted(lambda event: (event.received_at, event.id))
-        job_id = job.id if job else None
         rerun = bool(job and job.retry)  # queue_job resets the count when an operator requeues
         job_attempt = (job.retry if job else 0) + 1  # this job's runs decide when to give up
-        max_attempts = {}
-        limits = {}
-        bulk = {}  # event id -> what the connector's bulk processing returned for it
-        counts = Counter()
+        todo = events.filtered(lambda event: event._still_to_do(job, rerun))
+        counts = Counter(settled=len(events) - len(todo))
         retries, failures = [], []
         committed_at = time.monotonic()
-        for index, event in enumerate(events):
-            if job and event.job_id.id != job_id:
-                counts["elsewhere"] += 1  # queued again with a job of its own meanwhile (Retry)
-                continue
-            if event.state not in PROCESSABLE_STATES or (rerun and event.state == "failed"):
-                # Settled by an earlier run of the job (one a dead worker left, say): failed
-                # events run again only when an operator asks (Retry, or Requeue of the job).
-                counts["settled"] += 1
-                continue
+        limits, max_attempts = {}, {}
+        for connector in todo.connector_id:  # read once per batch: a commit empties the caches
+            limits[connector.id] = connector._job_time_limit()
+            max_attempts[connector.id] = connector._job_max_attempts(job) if job else 1
+            # Records written in bulk and their events' outcomes land together.
+            bulk_done = todo._process_in_bulk(connector, limits[connector.id])
+            counts["done"] += len(bulk_done)
+            todo -= bulk_done
+        if commit and counts["done"]:
+            commit()
+            committed_at = time.monotonic()
+        for index, event in enumerate(todo):
             connector = event.connector_id
-            if connector.id not in limits:  # read once per batch
-                limits[connector.id] = connector._job_time_limit()
-                max_attempts[connector.id] = connector._job_max_attempts(job) if job else 1
-                bulk.update(events._process_in_bulk(connector, job, rerun, limits[connector.id]))
             sent = transport.requests_sent()
-            if event.id in bulk:
-                note, record = _outcome(bulk[event.id])
-                event._finish("done", note, event.attempts + 1, record)
-                outcome, detail = "done", note
-            else:
-                with transport.time_limit(limits[connector.id]):
-                    outcome, detail = event._process_one(job_attempt, max_attempts[connector.id], bool(job))
+            with transport.time_limit(limits[connector.id]):
+                outcome, detail = event._process_one(job_attempt, max_attempts[connector.id], bool(job))
             counts[outcome] += 1
             if outcome == "retry":
                 retries.append(detail)
@@ -112,20 +109,19 @@ class IntegrationWebhookEvent(models.Model):
             stop = stop or (outcome == "retry" and detail.ignore_retry)  # a breaker or budget: all would wait
             if stop:
                 if outcome != "retry":  # a retried batch takes them up again, in order
-                    events[index + 1 :]._back_in_line(event)
-                counts["not reached"] += len(events) - index - 1
+                    todo[index + 1 :]._back_in_line(event)
+                counts["not reached"] += len(todo) - index - 1
             # Outcomes are committed as they come, in groups: at least every COMMIT_INTERVAL,
             # and right after an event that reached a remote (a worker killed later must not
             # make it call again). A commit empties the caches: one per event would read the
             # connector, the rule and the job again for each.
-            last = stop or index == len(events) - 1
-            if commit and (
-                last or sent != transport.requests_sent() or time.monotonic() - committed_at > COMMIT_INTERVAL
-            ):
+            if commit and (sent != transport.requests_sent() or time.monotonic() - committed_at > COMMIT_INTERVAL):
                 commit()
                 committed_at = time.monotonic()
             if stop:
                 break
+        if commit:
+            commit()
         note = _summary(self.env, counts)
         if job and retries:
             # What the job queue shows: the event's own error, or the batch's count and the first.
@@ -133,7 +129,9 @@ class IntegrationWebhookEvent(models.Model):
             raise RetryableJobError(
                 message,
                 seconds=min(retry.seconds for retry in retries),
-                ignore_retry=all(retry.ignore_retry for retry in retries),
+                # A run that only waited (breaker, budget) does not count, unless events
+                # failed in it: the next run must know it is one, and not run them again.
+                ignore_retry=all(retry.ignore_retry for retry in retries) and not failures,
             )
         if job and failures and not (counts["done"] or counts["ignored"]):
             raise failures[-1]  # nothing of the job succeeded: the job fails with the (last) error
@@ -141,25 +139,34 @@ class IntegrationWebhookEvent(models.Model):
             return str(failures[0])
         return note
 
-    def _process_in_bulk(self, connector, job, rerun, limit):
-        """Offer the connector's processable events of this batch to its bulk processing
-        (``_webhook_process_events``), in a savepoint; ``{event id: outcome}`` of those it
-        did. Not on an in-order connector, whose events go one at a time, nor for one event.
+    def _still_to_do(self, job, rerun):
+        """Whether this event is this job's to process now: still its job's (Retry gives an
+        event a job of its own), and not settled by an earlier run of the job (one a dead
+        worker left, say). Failed events run again only when an operator asks: Retry, or
+        Requeue of the job in the job queue (which resets its count of runs)."""
+        self.ensure_one()
+        if job and self.job_id.id != job.id:
+            return False
+        return self.state in PROCESSABLE_STATES and not (rerun and self.state == "failed")
+
+    def _process_in_bulk(self, connector, limit):
+        """Offer the connector's events among these to its bulk processing
+        (``_webhook_process_events``), in a savepoint, and mark done those it did; returns
+        them. Not on an in-order connector, whose events go one at a time, nor for one event.
         """
-        events = self.filtered(
-            lambda event: (
-                event.connector_id == connector
-                and (not job or event.job_id == job)
-                and event.state in PROCESSABLE_STATES
-                and not (rerun and event.state == "failed")
-            )
-        )
+        events = self.filtered(lambda event: event.connector_id == connector)
         if len(events) < 2 or connector.webhook_sequential:
-            return {}
+            return self.browse()
         related = events.with_company(connector.company_id).with_context(integration_related_model=self._name)
         try:
             with transport.time_limit(limit), self.env.cr.savepoint():
-                return connector.with_company(connector.company_id)._webhook_process_events(related)
+                done = connector.with_company(connector.company_id)._webhook_process_events(related)
+                finished = self.browse()
+                for event in events.filtered(lambda event: event.id in done):
+                    note, record = _outcome(done[event.id])
+                    event._finish("done", note, event.attempts + 1, record)
+                    finished |= event
+                return finished
         except Exception as exc:  # noqa: BLE001 - each event then gets its own outcome, one by one
             _logger.info(
                 "Connector %s: %d event(s) processed one by one after bulk processing failed: %s",
@@ -167,7 +174,7 @@ class IntegrationWebhookEvent(models.Model):
                 len(events),
                 redact_text(f"{type(exc).__name__}: {exc}", connector._known_secret_values(), limit=500),
             )
-            return {}
+            return self.browse()
 
     def _process_one(self, job_attempt, max_attempts, in_job):
         """Run the connector's handler for this event and record the outcome.
@@ -192,39 +199,54 @@ class IntegrationWebhookEvent(models.Model):
         try:
             with self.env.cr.savepoint():
                 outcome = connector._webhook_process_event(event)
+                note, record = _outcome(outcome)
+                event._finish("done", note, attempt, record)  # written (flushed) with the handler's work
         except WebhookEventUnhandled as exc:
             if connector.webhook_unhandled == "fail":
                 event._fail(exc, attempt, permanent=True, same_transaction=True)
                 return "failed", exc
             event._finish("ignored", str(exc), attempt)
             return "ignored", str(exc)
+        except psycopg2.OperationalError as exc:
+            if exc.pgcode not in PG_CONCURRENCY_ERRORS_TO_RETRY:
+                return event._failed(exc, attempt)
+            # Another transaction holds or changed the same rows: a transient conflict, which
+            # queue_job retries for a job of one; the batch's next run has a fresh snapshot.
+            exc = RetryableJobError(f"{type(exc).__name__}: {exc.pgerror or exc}", seconds=CONFLICT_RETRY)
+            return event._retried(exc, attempt, job_attempt, max_attempts, in_job)
         except RetryableJobError as exc:
-            if not in_job or job_attempt >= max_attempts:
-                gave_up = max_attempts if in_job else None
-                event._fail(exc, attempt, permanent=True, gave_up=gave_up, same_transaction=True)
-                if not in_job:
-                    return "failed", exc
-                return "failed", WebhookEventGaveUp(
-                    self.env._(
-                        "%(error)s (gave up after %(max)s attempts)", error=clean_text(str(exc)), max=max_attempts
-                    )
-                )
-            seconds = exc.seconds or backoff.retry_delay(
-                job_attempt - 1, connector.retry_backoff_base, connector.retry_backoff_cap, rng=backoff.jitter_random
-            )
-            event._fail(exc, attempt, permanent=False, same_transaction=True)
-            return "retry", RetryableJobError(
-                clean_text(str(exc)), seconds=max(1, math.ceil(seconds)), ignore_retry=exc.ignore_retry
-            )
-        except Exception as exc:
-            event._fail(exc, attempt, permanent=True, same_transaction=True)
-            if is_storable(traceback.format_exc()):  # what queue_job stores of the failure
-                return "failed", exc
-            # A message quoting a NUL from the payload would fail queue_job's own write.
-            return "failed", WebhookEventFailed(clean_text(f"{type(exc).__name__}: {exc}"))
-        note, record = _outcome(outcome)
-        event._finish("done", note, attempt, record)
+            return event._retried(exc, attempt, job_attempt, max_attempts, in_job)
+        except Exception as exc:  # noqa: BLE001 - stored on the event, which fails (see _failed)
+            return event._failed(exc, attempt)
         return "done", note
+
+    def _retried(self, exc, attempt, job_attempt, max_attempts, in_job):
+        """A transient failure: ``("retry", error)`` while the job has runs left, else the
+        event fails ("gave up after N attempts")."""
+        if not in_job or job_attempt >= max_attempts:
+            gave_up = max_attempts if in_job else None
+            self._fail(exc, attempt, permanent=True, gave_up=gave_up, same_transaction=True)
+            if not in_job:
+                return "failed", exc
+            return "failed", WebhookEventGaveUp(
+                self.env._("%(error)s (gave up after %(max)s attempts)", error=clean_text(str(exc)), max=max_attempts)
+            )
+        connector = self.connector_id
+        seconds = exc.seconds or backoff.retry_delay(
+            job_attempt - 1, connector.retry_backoff_base, connector.retry_backoff_cap, rng=backoff.jitter_random
+        )
+        self._fail(exc, attempt, permanent=False, same_transaction=True)
+        return "retry", RetryableJobError(
+            clean_text(str(exc)), seconds=max(1, math.ceil(seconds)), ignore_retry=exc.ignore_retry
+        )
+
+    def _failed(self, exc, attempt):
+        """A permanent failure: the event fails with its error; ``("failed", error)``."""
+        self._fail(exc, attempt, permanent=True, same_transaction=True)
+        if is_storable(traceback.format_exc()):  # what queue_job stores of the failure
+            return "failed", exc
+        # A message quoting a NUL from the payload would fail queue_job's own write.
+        return "failed", WebhookEventFailed(clean_text(f"{type(exc).__name__}: {exc}"))
 
     def _back_in_line(self, behind):
         """In-order batch stopped at ``behind``: these later events of it wait their turn
