@@ -52,3 +52,14 @@ def port(name):
 
 def url(name):
     return f"http://127.0.0.1:{port(name)}"
+
+
+# Set (to 1) by scripts/run, which starts the demo sender: only then does the demo data give
+# the demo's webhook connectors their published secrets. A database installed with demo data
+# anywhere else keeps them unset, and refuses deliveries signed with secrets anyone can read.
+LIVE_VARIABLE = "IH_DEMO_LIVE"
+
+
+def live():
+    """Whether this process serves the living demo (``scripts/run``)."""
+    return os.environ.get(LIVE_VARIABLE) == "1"

@@ -1,5 +1,8 @@
 """Validation of connector configuration: clear errors naming the field."""
 
+import os
+from unittest.mock import patch
+
 from psycopg2 import IntegrityError
 
 from odoo.exceptions import ValidationError
@@ -83,8 +86,14 @@ class TestConnectorConfig(IntegrationHubCase):
         # The demo function: the sandbox connectors on their ports, with the values the
         # sandboxes and the demo sender use (sandbox/demo.py). Run again here: the install ran
         # it with the server's encryption key (or none), the tests have their own.
-        self.assertTrue(self.env["integration.connector"]._demo_setup())
         ref = self.env.ref
+        orders = ref("integration_hub.integration_connector_demo_wake_orders")
+        with patch.dict(os.environ, {demo.LIVE_VARIABLE: ""}):
+            orders.webhook_secret = False
+            self.assertTrue(self.env["integration.connector"]._demo_setup())
+        self.assertFalse(orders._get_secret("webhook_secret"), "published secrets only for scripts/run's demo")
+        with patch.dict(os.environ, {demo.LIVE_VARIABLE: "1"}):
+            self.assertTrue(self.env["integration.connector"]._demo_setup())
         orders = ref("integration_hub.integration_connector_demo_wake_orders")
         retail = ref("integration_hub.integration_connector_demo_retail_portal")
         sharing = ref("integration_hub.integration_connector_demo_data_sharing")

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from odoo.tools import mute_logger
 
 from ..const import CHANNEL_WEBHOOK, DATABASE_DOWN_RETRY_AFTER, DISPATCH_IDENTITY_KEY
 from ..models.webhook_event.inbox import _INGEST_EXECUTE, _inbox_pool, _unprepared_sessions
+from ..sandbox import demo
 from ..sandbox import webhook_senders as senders
 from ..sandbox.sender import Sender
 from .common import ROUTE_LOGGER, CommittedConnector, IntegrationHubMixin, odoo_server, run_job
@@ -425,7 +427,8 @@ class TestWebhookRoute(WebhookRouteCase):
         # What scripts/run's sender posts, signed with sandbox/demo.py's secrets (Standard
         # Webhooks and Stripe), against what the demo data set on the two connectors (set again
         # here, with the tests' encryption key).
-        self.env["integration.connector"]._demo_setup()
+        with patch.dict(os.environ, {demo.LIVE_VARIABLE: "1"}):
+            self.env["integration.connector"]._demo_setup()
         sender = Sender("http://127.0.0.1:9", "http://127.0.0.1:9", 1.0, out=io.StringIO())
         order = sender.order_event("pedido.indexado", 5)
         response = self._post(order.connector, order.body, order.headers())

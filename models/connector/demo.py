@@ -15,6 +15,8 @@ DEMO_SANDBOXES = {
     "integration_connector_demo_retail_portal": "retail",
     "integration_connector_demo_data_sharing": "datasharing",
 }
+# The secrets that let a delivery in: set only for the living demo (see demo.LIVE_VARIABLE).
+INBOUND_SECRETS = frozenset({"webhook_secret"})
 DEMO_SECRETS = {
     "integration_connector_demo_wake_orders": {"webhook_secret": demo.ORDERS_WEBHOOK_SECRET},
     "integration_connector_demo_payments": {"webhook_secret": demo.PAYMENTS_WEBHOOK_SECRET},
@@ -51,6 +53,8 @@ class IntegrationConnector(models.Model):
                 continue
             try:
                 for name, value in secrets.items():
+                    if name in INBOUND_SECRETS and not demo.live():
+                        continue  # published values: accepted only while scripts/run serves the demo
                     connector._set_secret(name, value)
             except UserError as exc:
                 # No encryption key configured: the demo installs, its partners refuse until one is set.
