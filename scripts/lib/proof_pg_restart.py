@@ -1,7 +1,8 @@
 """Proof under faults: PostgreSQL restarted while senders post webhooks (issue 13).
 
 A throw-away PostgreSQL cluster of its own (initdb in a temporary folder, a free port, run
-as the ``postgres`` OS user: the machine's own cluster is never touched) gets a copy of the
+as the ``postgres`` OS user under root, else as the current user; the programs from
+PROOF_PG_BIN or pg_config; the machine's own cluster is never touched) gets a copy of the
 database; Odoo with 2 HTTP workers serves it. A separate process posts signed deliveries
 from 4 threads for SENDING seconds, as a real sender does: an answer 5xx, or none at all
 (refused, reset, timed out), is retried with backoff until it is answered. Meanwhile the
@@ -16,6 +17,7 @@ answered, and landed on a retry); no answer hangs (the longest under HANG_SECOND
 """
 
 import configparser
+import glob
 import os
 import shutil
 import subprocess
@@ -31,7 +33,22 @@ import odoo
 from odoo.modules.registry import Registry
 
 NAME = "pg_restart"
-PG_BIN = os.environ.get("PROOF_PG_BIN", "/usr/lib/postgresql/15/bin")
+
+
+def _pg_bin():
+    """PostgreSQL's programs: PROOF_PG_BIN, else pg_config's, else the newest Debian-style
+    /usr/lib/postgresql/<version>/bin."""
+    if os.environ.get("PROOF_PG_BIN"):
+        return os.environ["PROOF_PG_BIN"]
+    if shutil.which("pg_config"):
+        found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        if found and os.path.exists(os.path.join(found, "initdb")):
+            return found
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda path: int(path.split("/")[4]))
+    return os.path.dirname(versions[-1]) if versions else "/usr/lib/postgresql/bin"
+
+
+PG_BIN = _pg_bin()
 SENDING = float(os.environ.get("PROOF_PG_RESTART_SECONDS", "24"))
 RESTARTS = (("fast", 6.0), ("immediate", 15.0))  # mode, seconds after the sending began
 HANG_SECONDS = 10.0  # an answer slower than this is a hang (the sender waits 30 s at most)
@@ -39,14 +56,16 @@ CODE = "proof-pg-restart"
 
 
 class Cluster:
-    """A PostgreSQL cluster in a temporary folder, owned by the postgres OS user."""
+    """A PostgreSQL cluster in a temporary folder: owned by the postgres OS user when this
+    runs as root (PostgreSQL refuses to run as root), else by the current user."""
 
     def __init__(self):
-        check(os.geteuid() == 0, "must run as root (to run a throw-away PostgreSQL cluster as the postgres user)")
         check(os.path.exists(os.path.join(PG_BIN, "initdb")), f"no initdb in {PG_BIN} (set PROOF_PG_BIN)")
-        check(shutil.which("runuser"), "no runuser command")
+        self.as_root = os.geteuid() == 0
+        check(not self.as_root or shutil.which("runuser"), "no runuser command (needed as root)")
         self.folder = tempfile.mkdtemp(prefix="ihub-proof-pg-")
-        shutil.chown(self.folder, "postgres", "postgres")
+        if self.as_root:
+            shutil.chown(self.folder, "postgres", "postgres")
         self.data = os.path.join(self.folder, "data")
         self.port = free_port()
         self.started = False
@@ -55,7 +74,8 @@ class Cluster:
         self.psql("postgres", "CREATE ROLE odoo LOGIN CREATEDB PASSWORD 'odoo'")
 
     def _as_postgres(self, tool, *args):
-        command = ["runuser", "-u", "postgres", "--", os.path.join(PG_BIN, tool), *args]
+        command = [os.path.join(PG_BIN, tool), *args]
+        command = ["runuser", "-u", "postgres", "--", *command] if self.as_root else command
         done = subprocess.run(command, capture_output=True, text=True, cwd=self.folder, check=False)
         check(done.returncode == 0, f"{tool} failed: {(done.stderr or done.stdout).strip()[-300:]}")
         return done.stdout
@@ -81,9 +101,8 @@ class Cluster:
         self._as_postgres_psql(command + ["-d", db, "-v", "ON_ERROR_STOP=1", "-qc", statement])
 
     def _as_postgres_psql(self, command):
-        done = subprocess.run(
-            ["runuser", "-u", "postgres", "--", *command], capture_output=True, text=True, check=False
-        )
+        command = ["runuser", "-u", "postgres", "--", *command] if self.as_root else command
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
         check(done.returncode == 0, f"psql failed: {done.stderr.strip()[-300:]}")
 
     def connect(self, db):
