@@ -22,8 +22,6 @@ Prints its figure lines, then ``proof fuzz: ok`` or ``proof fuzz: FAILED: <reaso
 """
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import queue
@@ -42,9 +40,13 @@ from datetime import datetime, timedelta
 
 from bench_sync import start_sandbox
 from bench_webhook import OdooServer, env_for
+from fault_tools import REPO
 
+sys.path.insert(0, REPO)  # the sandbox package, beside the addon's code
 import odoo
 from odoo.modules.registry import Registry
+
+from sandbox import webhook_senders as signing  # noqa: E402
 
 THREADS = int(os.environ.get("PROOF_FUZZ_THREADS", "8"))
 REPEAT = int(os.environ.get("PROOF_FUZZ_REPEAT", "200"))  # sends of each cheap case
@@ -58,27 +60,19 @@ CODES = {"standard_webhooks": "fuzz-std", "github": "fuzz-gh", "hmac_sha256": "f
 DAY = datetime(2026, 1, 1)
 
 
-# --- Signing (as the senders do; tests/webhook_senders.py is the tests' reference) ---------
+# --- Signing: sandbox/webhook_senders.py, as headers in the order they are sent ---------------
 
 
 def sign_standard(body, msg_id, timestamp=None):
-    timestamp = str(int(timestamp or time.time()))
-    key = base64.b64decode(STANDARD_SECRET.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return [
-        ("webhook-id", msg_id),
-        ("webhook-timestamp", timestamp),
-        ("webhook-signature", "v1," + base64.b64encode(digest).decode()),
-    ]
+    return list(signing.standard_webhooks_headers(STANDARD_SECRET, body, msg_id, timestamp).items())
 
 
 def sign_github(body, delivery):
-    digest = hmac.new(PLAIN_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return [("X-Hub-Signature-256", "sha256=" + digest), ("X-GitHub-Delivery", delivery), ("X-GitHub-Event", "fuzz")]
+    return list(signing.github_headers(PLAIN_SECRET, body, delivery, "fuzz").items())
 
 
 def sign_hmac(body):
-    return [("X-Signature", "sha256=" + hmac.new(PLAIN_SECRET.encode(), body, hashlib.sha256).hexdigest())]
+    return list(signing.generic_hmac_headers(PLAIN_SECRET, body, prefix="sha256=").items())
 
 
 # --- Raw HTTP -------------------------------------------------------------------------------
