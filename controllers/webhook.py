@@ -78,7 +78,18 @@ def buffer_body(httprequest):
     stream = wrapped.environ.get("wsgi.input") if wrapped is not None else None
     if getattr(wrapped, "_cached_data", None) is not None or not hasattr(stream, "read1"):
         return httprequest.get_data(cache=True)  # read already, or another server: as it comes
-    body = read_body(stream.read1, httprequest.content_length)
+    connection = _connection(httprequest)
+    timeout = connection.gettimeout() if connection is not None else None
+    try:
+        body = read_body(
+            stream.read1, httprequest.content_length, wait_at_most=connection.settimeout if connection else None
+        )
+    finally:
+        if connection is not None:
+            try:
+                connection.settimeout(timeout)  # the connection's own, for what follows on it
+            except OSError:
+                pass  # closed meanwhile: nothing follows
     wrapped._cached_data = body  # what get_data() and the form parser read from now on
     return body
 

@@ -25,9 +25,12 @@ _CHUNK = 64 * 1024
 DRAIN_SECONDS = 0.1
 
 
-def read_body(read1, length, grace=BODY_GRACE_SECONDS, min_rate=BODY_MIN_RATE, clock=time.monotonic):
+def read_body(read1, length, grace=BODY_GRACE_SECONDS, min_rate=BODY_MIN_RATE, clock=time.monotonic, wait_at_most=None):
     """The ``length`` bytes of a body, read with ``read1(size)`` (one socket read at most).
 
+    :param wait_at_most: called with the seconds the pace still allows before each read, to
+        bound the socket's wait (a socket without a timeout, as in Odoo's threaded server,
+        would otherwise wait for a stalled sender for ever)
     :raises WebhookBodyTimeout: the body fell behind the pace, stalled past the socket's
         own timeout, or ended before ``length`` bytes
     """
@@ -35,6 +38,8 @@ def read_body(read1, length, grace=BODY_GRACE_SECONDS, min_rate=BODY_MIN_RATE, c
     chunks = []
     received = 0
     while received < length:
+        if wait_at_most is not None:
+            wait_at_most(max(0.1, grace + received / min_rate - (clock() - started)))
         try:
             chunk = read1(min(length - received, _CHUNK))
         except TimeoutError:

@@ -146,6 +146,19 @@ class TestHostileTextAndJSON(BaseCase):
             with self.assertRaisesRegex(WebhookBodyTimeout, "stopped after 3 of its 10 bytes"):
                 read_body(reader(chunks, [0.0], 0.0), 10)
 
+    def test_a_stalled_body_is_cut_on_a_socket_without_timeout(self):
+        # Odoo's threaded server (scripts/run) hands requests sockets without a timeout: the
+        # pace bounds each wait, so a sender that stops mid-body does not hold the thread.
+        receiving, sending = socket.socketpair()
+        self.addCleanup(receiving.close)
+        self.addCleanup(sending.close)
+        self.assertIsNone(receiving.gettimeout())
+        sending.sendall(b"abc")
+        started = time.monotonic()
+        with self.assertRaisesRegex(WebhookBodyTimeout, "stopped after 3 of its 10 bytes"):
+            read_body(receiving.makefile("rb").read1, 10, grace=0.5, wait_at_most=receiving.settimeout)
+        self.assertLess(time.monotonic() - started, 5)
+
     def test_json_path_lookups(self):
         document = {"data": {"items": [{"sku": "A"}, {"sku": "B"}], "id": 0}}
         self.assertEqual(json_path_get(document, "data.items.1.sku"), "B")
