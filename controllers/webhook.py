@@ -85,11 +85,8 @@ def buffer_body(httprequest):
             stream.read1, httprequest.content_length, wait_at_most=connection.settimeout if connection else None
         )
     finally:
-        if connection is not None:
-            try:
-                connection.settimeout(timeout)  # the connection's own, for what follows on it
-            except OSError:
-                pass  # closed meanwhile: nothing follows
+        if connection is not None and connection.fileno() != -1:  # closed meanwhile: nothing follows
+            connection.settimeout(timeout)  # the connection's own, for what follows on it
     wrapped._cached_data = body  # what get_data() and the form parser read from now on
     return body
 
