@@ -405,7 +405,7 @@ def stored_and_processed(db, connector_ids, unusable):
             [("event_id", "in", [delivery for _name, _data, delivery, _outcome in unusable])]
         )
         for event in events:
-            event._process_event()
+            event._job_process()  # outside a job: in this transaction, rolled back below
         outcomes = {event.event_id: (event.state, event.last_error or "") for event in events}
         cr.rollback()  # the proof's database keeps no contact from it
     return stored, outcomes
