@@ -292,10 +292,10 @@ def prove(conf, db, odoo_bin):
         "SELECT state, fetched_count, created_count, updated_count FROM integration_sync_run WHERE id = %s",
         [window_id],
     )[0]
-    # Contacts the import made (this proof's own are KPX-; proofs run one after the other).
+    # Contacts the import made: the order sandbox's codes (P and 7 digits) as references.
     ((contacts, distinct_refs),) = query(
         db,
-        "SELECT count(*), count(DISTINCT ref) FROM res_partner WHERE create_date >= %s AND ref NOT LIKE 'KPX-%%'",
+        "SELECT count(*), count(DISTINCT ref) FROM res_partner WHERE create_date >= %s AND ref ~ '^P[0-9]{7}$'",
         [began],
     )
     ((bindings, distinct_bindings),) = query(

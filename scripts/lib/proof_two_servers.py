@@ -21,6 +21,7 @@ servers themselves.
     python3 scripts/lib/proof_two_servers.py <odoo.conf> <database> <odoo-bin>
 """
 
+import json
 import os
 import sys
 import threading
@@ -321,8 +322,13 @@ def prove_one_event(db, servers, hooks_id):
     rows, event_id = event_rows
 
     def jobs():
+        # Every processing job that holds the event (alone, or in a batch with others of the
+        # connector); queue_job keeps a job's records as a JSON string inside its jsonb.
         found = query(
-            db, "SELECT count(*) FROM queue_job WHERE identity_key = %s", [f"integration.webhook.event:{event_id}"]
+            db,
+            "SELECT count(*) FROM queue_job WHERE model_name = 'integration.webhook.event'"
+            " AND method_name = '_job_process' AND ((records #>> '{}')::jsonb -> 'ids') @> %s::jsonb",
+            [json.dumps([event_id])],
         )
         return found[0][0] or None
 
