@@ -78,15 +78,18 @@ def buffer_body(httprequest):
     stream = wrapped.environ.get("wsgi.input") if wrapped is not None else None
     if getattr(wrapped, "_cached_data", None) is not None or not hasattr(stream, "read1"):
         return httprequest.get_data(cache=True)  # read already, or another server: as it comes
+    # A socket without a timeout (Odoo's threaded server) would wait for a stalled sender for
+    # ever: there, each read waits at most what the pace still allows. Odoo's workers give
+    # their sockets a timeout of their own (2 s), which bounds each read already.
     connection = _connection(httprequest)
-    timeout = connection.gettimeout() if connection is not None else None
+    unbounded = connection is not None and connection.gettimeout() is None
     try:
         body = read_body(
-            stream.read1, httprequest.content_length, wait_at_most=connection.settimeout if connection else None
+            stream.read1, httprequest.content_length, wait_at_most=connection.settimeout if unbounded else None
         )
     finally:
-        if connection is not None and connection.fileno() != -1:  # closed meanwhile: nothing follows
-            connection.settimeout(timeout)  # the connection's own, for what follows on it
+        if unbounded and connection.fileno() != -1:  # closed meanwhile: nothing follows
+            connection.settimeout(None)  # as it was, for what follows on the connection
     wrapped._cached_data = body  # what get_data() and the form parser read from now on
     return body
 
