@@ -201,19 +201,15 @@ class IntegrationWebhookRule(models.Model):
             return {}  # the one-by-one path says why
         field_map = rule.field_ids._field_map()
         key = rule.match_field_id.name
-        key_type = "integer" if rule.match_field_id.ttype == "integer" else "char"
         prepared = {}  # external id -> (event, values)
         seen_twice = set()
         for event in events:
             try:
                 payload = event._payload_json()
-                external_id = json_path_get(payload, rule.match_path)
-                if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
-                    continue
-                external_id = field_value(external_id, key_type)
+                external_id = rule._external_id(payload)
                 values = rule.field_ids._to_odoo(field_map, payload)
-            except (UserError, TypeError, ValueError):
-                continue
+            except UserError:
+                continue  # the one-by-one path gives the event this error
             if external_id in prepared or external_id in seen_twice:
                 seen_twice.add(external_id)
                 prepared.pop(external_id, None)
@@ -255,9 +251,11 @@ class IntegrationWebhookRule(models.Model):
             )
         return self.sync_flow_id._import_one(external_id)
 
-    def _upsert(self, event, user):
-        """Create or update the matched record as ``user`` (the rule is read as superuser)."""
-        payload = event._payload_json()
+    def _external_id(self, payload):
+        """The payload's external id at the rule's path, as the match field's type.
+
+        :raises UserError: none there, or not usable as that type
+        """
         external_id = json_path_get(payload, self.match_path)
         if external_id is None or isinstance(external_id, dict | list) or str(external_id).strip() == "":
             raise UserError(
@@ -265,12 +263,8 @@ class IntegrationWebhookRule(models.Model):
                     "Rule %(rule)s: no external ID at %(path)r in the payload.", rule=self.name, path=self.match_path
                 )
             )
-        Model = (
-            self.env[self.model_id.model].with_user(user).with_company(event.company_id).with_context(active_test=False)
-        )
-        key = self.match_field_id.name
         try:
-            external_id = field_value(external_id, "integer" if self.match_field_id.ttype == "integer" else "char")
+            return field_value(external_id, "integer" if self.match_field_id.ttype == "integer" else "char")
         except (TypeError, ValueError) as exc:
             raise UserError(
                 self.env._(
@@ -281,6 +275,15 @@ class IntegrationWebhookRule(models.Model):
                     reason=exc,
                 )
             ) from None
+
+    def _upsert(self, event, user):
+        """Create or update the matched record as ``user`` (the rule is read as superuser)."""
+        payload = event._payload_json()
+        external_id = self._external_id(payload)
+        Model = (
+            self.env[self.model_id.model].with_user(user).with_company(event.company_id).with_context(active_test=False)
+        )
+        key = self.match_field_id.name
         values = self.field_ids._to_odoo(self.field_ids._field_map(), payload)
         values[key] = external_id
         found = Model.search([(key, "=", external_id)], limit=2)

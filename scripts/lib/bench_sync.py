@@ -67,7 +67,9 @@ def rss_mib():
 # Workers (fresh OS processes) ---------------------------------------------------------------
 
 
-def order_flow(env, url, tag):
+def order_flow(env, url, tag, connector_values=None, **flow_values):
+    """The order sandbox's connector and its import flow (contacts by order code); the proofs
+    pass their own names and settings."""
     field = env["ir.model.fields"]._get
     connector = env["integration.connector"].create(
         {
@@ -77,6 +79,7 @@ def order_flow(env, url, tag):
             "allow_http": True,
             "allow_private_network": True,
             "auth_type": "none",
+            **(connector_values or {}),
         }
     )
     return env["integration.sync.flow"].create(
@@ -97,6 +100,7 @@ def order_flow(env, url, tag):
                 (0, 0, {"json_path": "cliente.nome", "field_id": field("res.partner", "name").id}),
                 (0, 0, {"json_path": "cliente.email", "field_id": field("res.partner", "email").id}),
             ],
+            **flow_values,
         }
     )
 
@@ -172,7 +176,9 @@ def run_worker(conf, db, mode, url, records, tag):
 # Export ---------------------------------------------------------------------------------------
 
 
-def export_flow(env, url, tag, batch_size, rate_limit, prefix):
+def export_flow(env, url, tag, batch_size, rate_limit, prefix, connector_values=None, **flow_values):
+    """The retail sandbox's connector (API key, a rate limit a minute) and its export flow of
+    the contacts whose reference starts with ``prefix``; the proofs pass their own settings."""
     connector = env["integration.connector"].create(
         {
             "name": f"Bench retail {tag}",
@@ -186,6 +192,7 @@ def export_flow(env, url, tag, batch_size, rate_limit, prefix):
             "rate_limit": rate_limit,
             "rate_limit_period": "minute",
             "rate_limit_max_wait": 30.0,
+            **(connector_values or {}),
         }
     )
     connector.api_key = "sandbox-retail-key"
@@ -208,6 +215,7 @@ def export_flow(env, url, tag, batch_size, rate_limit, prefix):
                 (0, 0, {"json_path": "description", "field_id": field("res.partner", "name").id}),
                 (0, 0, {"json_path": "sku", "field_id": field("res.partner", "ref").id}),
             ],
+            **flow_values,
         }
     )
 

@@ -222,24 +222,29 @@ def processing(conf, db, odoo_bin, connector_id):
     """The same EVENTS events, through the same rule, processed twice in this run: in batches
     of BATCH events per job, then with one job per event. Prints the ratio line."""
     with Registry(db).cursor() as cr:
-        env = env_for(cr)
-        field = env["ir.model.fields"]._get
-        env["integration.webhook.rule"].create(
-            {
-                "connector_id": connector_id,
-                "event_type": "order.*",
-                "action_type": "upsert",
-                "model_id": env["ir.model"]._get("res.partner").id,
-                "match_field_id": field("res.partner", "ref").id,
-                "match_path": "data.id",
-                "field_ids": [(0, 0, {"field_id": field("res.partner", "name").id, "json_path": "data.name"})],
-            }
-        )
+        contact_rule(env_for(cr), connector_id, "order.*")
     batched = process_once(conf, db, odoo_bin, connector_id, BATCH, "batched")
     single = process_once(conf, db, odoo_bin, connector_id, 1, "single")
     print(
         f"event processing: {batched:.0f} events/s batched; one job per event: {single:.0f} events/s; "
         f"ratio {batched / single:.1f}"
+    )
+
+
+def contact_rule(env, connector_id, event_type):
+    """A no-code rule of the connector: a contact created or updated by ``ref`` (the
+    payload's ``data.id``), its name from ``data.name``."""
+    field = env["ir.model.fields"]._get
+    return env["integration.webhook.rule"].create(
+        {
+            "connector_id": connector_id,
+            "event_type": event_type,
+            "action_type": "upsert",
+            "model_id": env["ir.model"]._get("res.partner").id,
+            "match_field_id": field("res.partner", "ref").id,
+            "match_path": "data.id",
+            "field_ids": [(0, 0, {"field_id": field("res.partner", "name").id, "json_path": "data.name"})],
+        }
     )
 
 

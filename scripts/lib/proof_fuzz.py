@@ -38,8 +38,8 @@ import urllib.request
 from collections import Counter
 from datetime import datetime, timedelta
 
-from bench_sync import start_sandbox
-from bench_webhook import OdooServer, env_for
+from bench_sync import order_flow, start_sandbox
+from bench_webhook import OdooServer, contact_rule, env_for
 from fault_tools import REPO
 
 sys.path.insert(0, REPO)  # the sandbox package, beside the addon's code
@@ -261,19 +261,8 @@ def make_connectors(db):
             connector = env["integration.connector"].create(values)
             connector.webhook_secret = STANDARD_SECRET if profile == "standard_webhooks" else PLAIN_SECRET
             ids[profile] = connector.id
-        field = env["ir.model.fields"]._get
         for connector_id in ids.values():
-            env["integration.webhook.rule"].create(
-                {
-                    "connector_id": connector_id,
-                    "event_type": "*",
-                    "action_type": "upsert",
-                    "model_id": env["ir.model"]._get("res.partner").id,
-                    "match_field_id": field("res.partner", "ref").id,
-                    "match_path": "data.id",
-                    "field_ids": [(0, 0, {"field_id": field("res.partner", "name").id, "json_path": "data.name"})],
-                }
-            )
+            contact_rule(env, connector_id, "*")
         return ids
 
 
@@ -557,37 +546,14 @@ def set_fault(url, **faults):
 
 
 def make_flow(env, url):
-    field = env["ir.model.fields"]._get
-    connector = env["integration.connector"].create(
-        {
-            "name": "Fuzz orders",
-            "code": "fuzz-orders",
-            "base_url": url,
-            "allow_http": True,
-            "allow_private_network": True,
-            "auth_type": "none",
-            "retry_max_attempts": 1,
-        }
-    )
-    return env["integration.sync.flow"].create(
-        {
-            "name": "Fuzz orders",
-            "code": "fuzz_orders",
-            "connector_id": connector.id,
-            "direction": "import",
-            "model_id": env["ir.model"]._get("res.partner").id,
-            "remote_path": "/pedidos",
-            "extra_params": "direcaoOrdenacao=ASC",
-            "id_json_path": "pedidoId",
-            "start_at": DAY,
-            "window_minutes": 60,
-            "overlap_seconds": 0,
-            "field_ids": [
-                (0, 0, {"json_path": "codigo", "field_id": field("res.partner", "ref").id}),
-                (0, 0, {"json_path": "cliente.nome", "field_id": field("res.partner", "name").id}),
-                (0, 0, {"json_path": "cliente.email", "field_id": field("res.partner", "email").id}),
-            ],
-        }
+    return order_flow(
+        env,
+        url,
+        "fuzz",
+        connector_values={"name": "Fuzz orders", "code": "fuzz-orders", "retry_max_attempts": 1},
+        name="Fuzz orders",
+        code="fuzz_orders",
+        window_minutes=60,
     )
 
 

@@ -26,6 +26,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+from bench_sync import export_flow, order_flow
 from bench_webhook import OdooServer, env_for
 from fault_tools import Sandbox, check, run_proof
 
@@ -53,74 +54,28 @@ def query(db, statement, params=()):
 def setup(db, orders_url, retail_url):
     with Registry(db).cursor() as cr:
         env = env_for(cr)
-        field = env["ir.model.fields"]._get
-        partner_model = env["ir.model"]._get("res.partner").id
-        common = {"allow_http": True, "allow_private_network": True}
-        orders = env["integration.connector"].create(
-            {
-                **common,
-                "name": "Proof: kill, orders",
-                "code": f"{PREFIX}-orders",
-                "base_url": orders_url,
-                "auth_type": "none",
-            }
+        importing = order_flow(
+            env,
+            orders_url,
+            "kill",
+            connector_values={"name": "Proof: kill, orders", "code": f"{PREFIX}-orders"},
+            name="Orders (kill proof)",
+            window_minutes=24 * 60,
         )
-        importing = env["integration.sync.flow"].create(
-            {
-                "name": "Orders (kill proof)",
-                "code": "orders",
-                "connector_id": orders.id,
-                "direction": "import",
-                "model_id": partner_model,
-                "remote_path": "/pedidos",
-                "extra_params": "direcaoOrdenacao=ASC",
-                "id_json_path": "pedidoId",
-                "start_at": DAY,
-                "window_minutes": 24 * 60,
-                "overlap_seconds": 0,
-                "field_ids": [
-                    (0, 0, {"json_path": "codigo", "field_id": field("res.partner", "ref").id}),
-                    (0, 0, {"json_path": "cliente.nome", "field_id": field("res.partner", "name").id}),
-                ],
-            }
-        )
-        retail = env["integration.connector"].create(
-            {
-                **common,
-                "name": "Proof: kill, retail",
-                "code": f"{PREFIX}-retail",
-                "base_url": retail_url,
-                "auth_type": "api_key",
-                "api_key_location": "header",
-                "api_key_name": "X-API-Key",
-                # One call every ~16 s: the poll after a batch waits its turn in the job.
-                "rate_limit": 4,
-                "rate_limit_period": "minute",
-                "rate_limit_max_wait": 30.0,
-            }
-        )
-        retail.api_key = "sandbox-retail-key"
         env["res.partner"].create([{"name": f"Kill proof {n}", "ref": f"KPX-{n}"} for n in range(EXPORTED)])
-        exporting = env["integration.sync.flow"].create(
-            {
-                "name": "Products (kill proof)",
-                "code": "products",
-                "connector_id": retail.id,
-                "direction": "export",
-                "model_id": partner_model,
-                "remote_path": "/erp-data/product/batch",
-                "export_domain": "[('ref', '=like', 'KPX-%')]",
-                "batch_size": EXPORTED // 2,
-                "parallel_batches": 1,
-                "remote_id_json_path": "erpId",
-                "job_status_path": "/erp-data/product/batch/{job_id}",
-                "poll_interval": 1,
-                "field_ids": [
-                    (0, 0, {"json_path": "description", "field_id": field("res.partner", "name").id}),
-                    (0, 0, {"json_path": "sku", "field_id": field("res.partner", "ref").id}),
-                ],
-            }
+        # The connector at 4 calls a minute: the poll after a batch waits its turn in the job.
+        exporting = export_flow(
+            env,
+            retail_url,
+            "kill",
+            EXPORTED // 2,
+            4,
+            "KPX-",
+            connector_values={"name": "Proof: kill, retail", "code": f"{PREFIX}-retail"},
+            name="Products (kill proof)",
+            parallel_batches=1,
         )
+        retail = exporting.connector_id
         windows = importing._plan_import(until=DAY + timedelta(days=1))
         batches = exporting._sync()
         check(len(windows) == 1 and len(batches) == 2, f"planned {len(windows)} windows, {len(batches)} batches")
@@ -234,7 +189,7 @@ def prove(conf, db, odoo_bin):
     server = None
     try:
         orders.faults(delay=DELAY)
-        import_flow, window_id, export_flow, batch_ids, retail_id = setup(db, orders.url, retail.url)
+        import_flow, window_id, export_flow_id, batch_ids, retail_id = setup(db, orders.url, retail.url)
         server = OdooServer(odoo_bin, conf, db, "base,web,queue_job", extra_env={"ODOO_QUEUE_JOB_CHANNELS": "root:2"})
         deadline = time.time() + TIMEOUT
         window_kill = batch_kill = None
@@ -266,7 +221,7 @@ def prove(conf, db, odoo_bin):
                 db,
                 "SELECT id, state, kind FROM integration_sync_run "
                 "WHERE flow_id IN %s AND state NOT IN ('done', 'partial', 'failed')",
-                [(import_flow, export_flow)],
+                [(import_flow, export_flow_id)],
             )
 
         while time.time() < deadline and settled():
